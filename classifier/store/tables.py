@@ -48,6 +48,9 @@ feeds = Table(
     Column("next_poll_at", TS),
     Column("disabled_reason", Text),
     Column("created_at", TS, nullable=False),
+    # worker lease (migration 0004): who is polling this feed, and until when the claim holds
+    Column("claimed_by", String(100)),
+    Column("lease_until", TS),
 )
 
 entries = Table(
@@ -63,6 +66,10 @@ entries = Table(
     Column("state", String(20), nullable=False, default="pending"),  # pending|done|skipped|failed
     Column("article_id", Integer, ForeignKey("articles.id")),
     Column("created_at", TS, nullable=False),
+    # worker lease (migration 0004); `claims` counts claims so a poison item ends 'failed'
+    Column("claimed_by", String(100)),
+    Column("lease_until", TS),
+    Column("claims", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("feed_id", "guid", name="uq_entries_feed_guid"),
 )
 Index("ix_entries_state", entries.c.state)
@@ -135,6 +142,7 @@ pairs = Table(
     Column("lease_until", TS),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("claims", Integer, nullable=False, default=0, server_default="0"),  # 0004: poison guard
     UniqueConstraint("article_id", "thesis_id", name="uq_pairs_article_thesis"),
 )
 Index("ix_pairs_state", pairs.c.state)
@@ -196,3 +204,21 @@ llm_calls = Table(
     Column("error_detail", Text),
 )
 Index("ix_llm_calls_pair_id", llm_calls.c.pair_id)
+
+
+# Workers (migration 0004): one row per `evidence worker` process, kept alive by heartbeats.
+# A worker whose heartbeat is older than its lease is dead; its claims expire with their leases.
+workers = Table(
+    "workers", metadata,
+    Column("id", String(100), primary_key=True),  # host:pid:random
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("stages", JSON, nullable=False, default=list),
+    Column("concurrency", Integer, nullable=False, default=1),
+    Column("state", String(20), nullable=False, default="running"),  # running|stopped|lost
+    Column("started_at", TS, nullable=False),
+    Column("heartbeat_at", TS, nullable=False),
+    Column("stopped_at", TS),
+    Column("counts", JSON, nullable=False, default=dict),
+)
+Index("ix_workers_state", workers.c.state)
