@@ -222,3 +222,55 @@ workers = Table(
     Column("counts", JSON, nullable=False, default=dict),
 )
 Index("ix_workers_state", workers.c.state)
+
+# --- 0003 ledger and alerts (stage 7) ---------------------------------------------------------
+
+# Every probability an editor applied: who, when, from, to, why. Nothing writes here but a person.
+probability_history = Table(
+    "probability_history", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("thesis_id", String(100), nullable=False),
+    Column("from_probability", Float, nullable=False),
+    Column("to_probability", Float, nullable=False),
+    Column("suggested_probability", Float),  # the ledger's suggestion when it was applied
+    Column("user_name", String(100), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("evidence", JSON, nullable=False, default=list),  # label ids the suggestion counted
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_probability_history_thesis", probability_history.c.thesis_id,
+      probability_history.c.created_at)
+
+# Webhook outbox: one row per event, written in the transaction that caused it and delivered
+# after it commits, so a slow or dead receiver never holds up labeling or review.
+webhook_events = Table(
+    "webhook_events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("msg_id", String(64), nullable=False, unique=True),  # Standard Webhooks webhook-id
+    Column("type", String(40), nullable=False),  # trigger.candidate|trigger.approved|test
+    Column("label_id", Integer, ForeignKey("labels.id")),
+    Column("thesis_id", String(100)),
+    Column("url", Text),  # only this receiver (tests); null: every receiver subscribed to type
+    Column("payload", JSON, nullable=False),
+    Column("state", String(20), nullable=False, default="pending"),  # pending|delivered|failed
+    Column("claim_until", TS),
+    Column("created_at", TS, nullable=False),
+    Column("finished_at", TS),
+)
+Index("ix_webhook_events_state", webhook_events.c.state)
+
+# Every delivery attempt of an event to a receiver, failed ones too.
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", Integer, ForeignKey("webhook_events.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("latency_ms", Float, nullable=False, default=0.0),
+    Column("next_attempt_at", TS),  # null: delivered, or no attempts left
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_webhook_deliveries_event", webhook_deliveries.c.event_id)
