@@ -19,7 +19,8 @@
     │   └── BudgetExceeded         the run's --budget is spent
     └── ReviewError                stage 6
         ├── Conflict               the item changed since the form was shown
-        └── Forbidden              role or CSRF check failed
+        ├── Forbidden              role or CSRF check failed
+        └── NotFound               no such label, thesis or decision
 
 Errors carry context as attributes; `cli.py` and the web handlers turn them into messages.
 """
@@ -145,3 +146,7 @@ class Conflict(ReviewError):
 
 class Forbidden(ReviewError):
     """The user's role or the request's CSRF token does not allow this."""
+
+
+class NotFound(ReviewError):
+    """A label, thesis or decision the request names does not exist."""

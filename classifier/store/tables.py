@@ -100,6 +100,16 @@ articles = Table(
 )
 Index("ix_articles_story_id", articles.c.story_id)
 
+# Stage 3's LSH buckets: one row per (article, band) of its MinHash signature (see dedupe.py).
+from sqlalchemy import BigInteger  # noqa: E402  (kept beside the one table that needs it)
+
+article_bands = Table(
+    "article_bands", metadata,
+    Column("article_id", Integer, ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True),
+    Column("band_key", BigInteger, primary_key=True),
+)
+Index("ix_article_bands_band_key", article_bands.c.band_key)
+
 skips = Table(
     "skips", metadata,
     Column("id", Integer, primary_key=True),
@@ -180,6 +190,9 @@ labels = Table(
     Column("claimed_by", String(100)),
     Column("claim_until", TS),
     Column("created_at", TS, nullable=False),
+    # the effective judged label {relevant, evidence_type, direction, strength, trigger} after the
+    # latest decision: the proposal (approved) or the edit (corrected); null while pending/rejected
+    Column("final", JSON),
 )
 Index("ix_labels_review_state", labels.c.review_state, labels.c.thesis_id)
 
@@ -222,6 +235,63 @@ workers = Table(
     Column("counts", JSON, nullable=False, default=dict),
 )
 Index("ix_workers_state", workers.c.state)
+
+# ---------------------------------------------------------------------------------------------
+# Review desk (migration 0002): users, server-side sessions, login attempts, decisions
+# ---------------------------------------------------------------------------------------------
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),  # editor|admin
+    Column("password_hash", Text, nullable=False),  # argon2id, argon2-cffi's encoded form
+    Column("created_at", TS, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 of the cookie token, never the token
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_seen_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("ip", String(64)),
+)
+Index("ix_sessions_user_id", sessions.c.user_id)
+
+login_attempts = Table(
+    "login_attempts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("ip", String(64), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_login_attempts_name", login_attempts.c.name, login_attempts.c.created_at)
+Index("ix_login_attempts_ip", login_attempts.c.ip, login_attempts.c.created_at)
+
+# Append-only: database triggers refuse UPDATE and DELETE (migration 0002), on SQLite and PostgreSQL.
+decisions = Table(
+    "decisions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("label_id", Integer, ForeignKey("labels.id"), nullable=False),
+    Column("user_name", String(100), nullable=False),
+    Column("action", String(20), nullable=False),  # approve|correct|reject|skip|undo
+    Column("from_state", String(20), nullable=False),
+    Column("to_state", String(20), nullable=False),
+    Column("before", JSON),  # effective judged label before: labels.final, or the proposal
+    Column("after", JSON),  # labels.final after
+    Column("note", Text),
+    Column("undoes_id", Integer, ForeignKey("decisions.id")),
+    Column("label_version", Integer, nullable=False),  # labels.version this decision produced
+    Column("idempotency_key", String(100), unique=True),  # from the form: a double submit finds it
+    Column("created_at", TS, nullable=False),
+)
+Index("ix_decisions_label_id", decisions.c.label_id)
+Index("ix_decisions_user_name", decisions.c.user_name, decisions.c.id)
 
 # --- 0003 ledger and alerts (stage 7) ---------------------------------------------------------
 

@@ -1,0 +1,119 @@
+"""Fill a review queue for tests and benchmarks: real FNC-1 articles in the store, one label per
+(article, thesis) pair, written the way stage 5 writes them (pairs 'labeled', labels 'pending')."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from classifier.records import Label
+from classifier.store import write
+from classifier.store.tables import articles, feeds, labels, pairs, stories
+
+THESES = ("oss-parity", "eu-ai-act-delay", "ev-share-eu")
+PROPOSALS = [  # cycled: varied types, directions, strengths; some trigger candidates
+    dict(relevant=True, evidence_type="direct", direction="supports", strength="strong",
+         trigger=None),
+    dict(relevant=True, evidence_type="circumstantial", direction="undermines",
+         strength="moderate", trigger=None),
+    dict(relevant=False, evidence_type=None, direction=None, strength=None, trigger=None),
+    dict(relevant=True, evidence_type="circumstantial", direction="neutral", strength="weak",
+         trigger=None),
+    dict(relevant=True, evidence_type="direct", direction="undermines", strength="moderate",
+         trigger=None),
+]
+TRIGGERS = {"oss-parity": "above-85", "eu-ai-act-delay": "omnibus-adopted",
+            "ev-share-eu": "ev-h1-above-25"}
+
+
+@dataclass(frozen=True)
+class SeedArticle:
+    title: str
+    text: str
+    url: str
+    site_name: str = "example.org"
+    published: datetime | None = None
+
+
+def fnc_articles(corpora: Path, n: int) -> Iterator[SeedArticle]:
+    """FNC-1 (headline, body) pairs → n distinct articles (headline + body as the text)."""
+    base = corpora / "fnc-1"
+    with open(base / "train_bodies.csv", newline="", encoding="utf-8") as f:
+        bodies = {r["Body ID"]: r["articleBody"] for r in csv.DictReader(f)}
+    seen: set[str] = set()
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    with open(base / "train_stances.csv", newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            if len(seen) >= n:
+                return
+            key = r["Headline"] + r["Body ID"]
+            if key in seen or len(bodies[r["Body ID"]]) < 300:
+                continue
+            seen.add(key)
+            i = len(seen)
+            yield SeedArticle(title=r["Headline"], text=f"{r['Headline']}\n\n{bodies[r['Body ID']]}",
+                              url=f"https://news{i % 7}.example.org/a/{i}",
+                              site_name=f"news{i % 7}.example.org",
+                              published=start + timedelta(minutes=37 * i))
+
+
+def first_sentence(text: str) -> str:
+    """Article text → a verbatim span of it (the first sentence of the body), for quotes."""
+    body = text.split("\n\n", 1)[-1]
+    m = re.search(r"[^.!?\n]{20,200}[.!?]", body)
+    return (m.group(0) if m else body[:80]).strip()
+
+
+def seed(engine: Engine, items: Sequence[SeedArticle], *, theses: Sequence[str] = THESES,
+         feed: str = "wire", story_of: dict[int, int] | None = None,
+         proposals: Sequence[dict[str, Any]] = PROPOSALS) -> list[int]:
+    """Articles × theses → label ids, each label pending review. `story_of` maps an item index to
+    the index of an earlier item whose story it joins (copies of one event)."""
+    now = datetime.now(UTC)
+    label_ids: list[int] = []
+    with write(engine) as conn:
+        feed_id = conn.execute(select(feeds.c.id).where(feeds.c.name == feed)).scalar()
+        if feed_id is None:
+            feed_id = conn.execute(feeds.insert().values(
+                name=feed, url=f"https://{feed}.example.org/feed.xml", tags=[], poll_minutes=60,
+                enabled=True, consecutive_errors=0, error_count=0, created_at=now,
+                last_status=200, last_polled_at=now)).inserted_primary_key[0]
+        article_stories: list[int] = []
+        k = conn.execute(select(labels.c.id).order_by(labels.c.id.desc())).scalar() or 0
+        for i, a in enumerate(items):
+            if story_of and i in story_of:
+                story_id = article_stories[story_of[i]]
+            else:
+                story_id = conn.execute(stories.insert().values(created_at=now)).inserted_primary_key[0]
+            article_stories.append(story_id)
+            sha = hashlib.sha256(a.text.encode()).hexdigest()
+            article_id = conn.execute(articles.insert().values(
+                url=a.url, canonical_url=a.url, title=a.title, site_name=a.site_name,
+                published=a.published, text=a.text, text_sha256=sha, extracted_from="page",
+                story_id=story_id, feed_id=feed_id, created_at=now)).inserted_primary_key[0]
+            for j, thesis in enumerate(theses):
+                k += 1
+                fields = dict(proposals[(i + j) % len(proposals)])
+                if fields["relevant"] and k % 9 == 0:
+                    fields["trigger"] = TRIGGERS.get(thesis, "above-85")
+                label = Label(**fields, confidence=round(0.5 + (k * 37 % 50) / 100, 2),
+                              rationale=f"Proposal {k}: the article reports on {a.title[:60]}.",
+                              quotes=[first_sentence(a.text)] if fields["relevant"] else [])
+                pair_id = conn.execute(pairs.insert().values(
+                    article_id=article_id, thesis_id=thesis, state="labeled", route_score=1.0,
+                    created_at=now, updated_at=now)).inserted_primary_key[0]
+                label_ids.append(conn.execute(labels.insert().values(
+                    pair_id=pair_id, article_id=article_id, thesis_id=thesis,
+                    cache_key=hashlib.sha256(f"{sha}:{thesis}:seed".encode()).hexdigest(),
+                    **label.model_dump(mode="json"), backend="scripted", model="scripted",
+                    prompt_hash="0" * 64, schema_hash="0" * 64, thesis_hash="0" * 64,
+                    review_state="pending", version=1, created_at=now)).inserted_primary_key[0])
+    return label_ids
