@@ -120,6 +120,15 @@ class Article(Record):
 
 
 # ---------------------------------------------------------------------------------------------
+class StoredArticle(Record):
+    """Stage 3's result for a new article: its row, its story, and whether it opened that story."""
+
+    article_id: int
+    story_id: int
+    new_story: bool
+    similarity: float | None = None  # estimated Jaccard to the story's closest article, if joined
+
+
 # Stage 4 → 5
 # ---------------------------------------------------------------------------------------------
 

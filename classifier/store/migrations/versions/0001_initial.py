@@ -85,6 +85,15 @@ def upgrade() -> None:
     with op.batch_alter_table('articles', schema=None) as batch_op:
         batch_op.create_index('ix_articles_story_id', ['story_id'], unique=False)
 
+    op.create_table('article_bands',
+    sa.Column('article_id', sa.Integer(), nullable=False),
+    sa.Column('band_key', sa.BigInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['article_id'], ['articles.id'], name=op.f('fk_article_bands_article_id_articles'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('article_id', 'band_key', name=op.f('pk_article_bands'))
+    )
+    with op.batch_alter_table('article_bands', schema=None) as batch_op:
+        batch_op.create_index('ix_article_bands_band_key', ['band_key'], unique=False)
+
     op.create_table('entries',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('feed_id', sa.Integer(), nullable=False),
@@ -233,6 +242,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_entries_state')
 
     op.drop_table('entries')
+    with op.batch_alter_table('article_bands', schema=None) as batch_op:
+        batch_op.drop_index('ix_article_bands_band_key')
+
+    op.drop_table('article_bands')
     with op.batch_alter_table('articles', schema=None) as batch_op:
         batch_op.drop_index('ix_articles_story_id')
 
