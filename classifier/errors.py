@@ -17,10 +17,11 @@
     │   ├── TransportError         timeouts, connection errors, 5xx, 429 after retries
     │   ├── LabelingFailed         the model's answer stayed invalid/ungrounded after re-asks
     │   └── BudgetExceeded         the run's --budget is spent
-    └── ReviewError                stage 6
-        ├── Conflict               the item changed since the form was shown
-        ├── Forbidden              role or CSRF check failed
-        └── NotFound               no such label, thesis or decision
+    ├── ReviewError                stage 6
+    │   ├── Conflict               the item changed since the form was shown
+    │   ├── Forbidden              role or CSRF check failed
+    │   └── NotFound               no such label, thesis or decision
+    └── LedgerError                stage 7: a probability change was refused (range, note, user)
 
 Errors carry context as attributes; `cli.py` and the web handlers turn them into messages.
 """
@@ -150,3 +151,7 @@ class Forbidden(ReviewError):
 
 class NotFound(ReviewError):
     """A label, thesis or decision the request names does not exist."""
+
+
+class LedgerError(EvidenceError):
+    """Stage 7 refused to record a probability: out of (0, 1), no note, or not an editor."""

@@ -28,10 +28,11 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, select, update
 
 from classifier.config import LedgerConfig, ThesesFile, ThesisConfig
-from classifier.errors import ConfigError
+from classifier.errors import LedgerError
 from classifier.records import Direction, EvidenceType, Record, Strength
 from classifier.store.engine import as_utc, utcnow
-from classifier.store.tables import articles, decisions, labels, probability_history, theses
+from classifier.store.tables import (articles, decisions, labels, probability_history, theses,
+                                     users)
 
 # Likelihood ratios for a *supporting* item (an undermining one gets 1/LR; neutral gets 1).
 # LR = P(this report | thesis true) / P(this report | thesis false). Defended in
@@ -365,13 +366,25 @@ def current_probability(conn: Connection, thesis: ThesisConfig) -> float:
     return history[-1].to_probability if history else thesis.probability
 
 
+def check_editor(conn: Connection, user_name: str) -> None:
+    """User name → None if an enabled editor or admin of the review desk, else LedgerError."""
+    row = conn.execute(select(users.c.role, users.c.disabled)
+                       .where(users.c.name == user_name)).first()
+    if row is None:
+        raise LedgerError(f"unknown user {user_name!r}: only review-desk editors and admins "
+                          "can apply a probability (evidence user add)")
+    if row.disabled or row.role not in ("editor", "admin"):
+        raise LedgerError(f"user {user_name!r} may not apply a probability")
+
+
 def apply_probability(conn: Connection, thesis: ThesisConfig, *, to: float, user_name: str,
                       note: str, theses_file: ThesesFile | None = None) -> HistoryPoint:
     """Editor's choice → a probability_history row (who, when, from, to, why) and theses row."""
     if not 0.0 < to < 1.0:
-        raise ConfigError(f"probability must be strictly between 0 and 1, got {to}")
+        raise LedgerError(f"probability must be strictly between 0 and 1, got {to}")
     if not note.strip():
-        raise ConfigError("a note saying why is required to change a probability")
+        raise LedgerError("a note saying why is required to change a probability")
+    check_editor(conn, user_name)
     result = ledger_for(conn, thesis, theses_file)
     now = utcnow()
     from_p = result.prior

@@ -131,7 +131,8 @@ def test_running_values_restart_at_each_applied_probability():
 # Over the store: labels decided through the review queue
 # ---------------------------------------------------------------------------------------------
 
-from classifier import queue  # noqa: E402
+from classifier import queue, users  # noqa: E402
+from classifier.errors import LedgerError  # noqa: E402
 from classifier.store import write  # noqa: E402
 from tests.ledger_seed import add_label, story_of  # noqa: E402
 
@@ -189,6 +190,7 @@ def test_stored_three_copies_of_one_story_count_once(engine):
 
 
 def test_apply_records_history_and_moves_the_prior(engine):
+    users.add_user(engine, "ed", "a long enough password", role="editor")
     with write(engine) as conn:
         a = add_label(conn)
     _decide(engine, a, "approve")
@@ -214,10 +216,14 @@ def test_apply_records_history_and_moves_the_prior(engine):
     assert r.suggested == pytest.approx(0.88)
 
 
-def test_apply_refuses_bad_values(engine):
-    from classifier.errors import EvidenceError
-    with write(engine) as conn:
-        with pytest.raises(EvidenceError):
-            ledger.apply_probability(conn, THESIS, to=1.0, user_name="ed", note="certain")
-        with pytest.raises(EvidenceError):
-            ledger.apply_probability(conn, THESIS, to=0.8, user_name="ed", note="  ")
+def test_apply_refuses_bad_values_and_non_editors(engine):
+    users.add_user(engine, "ed", "a long enough password", role="editor")
+    users.add_user(engine, "gone", "a long enough password", role="editor")
+    users.set_disabled(engine, "gone", True)
+    cases = [(1.0, "ed", "certain", "between 0 and 1"), (0.8, "ed", "  ", "note"),
+             (0.8, "nobody", "why not", "unknown user"), (0.8, "gone", "why not", "may not")]
+    for to, user, note, message in cases:
+        with write(engine) as conn, pytest.raises(LedgerError, match=message):
+            ledger.apply_probability(conn, THESIS, to=to, user_name=user, note=note)
+    with engine.connect() as conn:
+        assert ledger.load_history(conn, THESIS.id) == []
