@@ -212,3 +212,21 @@ def test_send_test_reports_each_receiver(engine, receiver):
     assert [(r["url"], r["ok"]) for r in results] == [(hooks[0].url, True), (hooks[1].url, False)]
     ((headers, body),) = receiver.requests
     assert Webhook(SECRET).verify(body, headers)["type"] == "test"
+
+
+def test_cli_alerts_test_and_log(engine, db_url, tmp_path, receiver):
+    from click.testing import CliRunner
+
+    from classifier.cli import main
+    feeds = tmp_path / "feeds.toml"
+    feeds.write_text(f'[[alert]]\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n', encoding="utf-8")
+    out = CliRunner().invoke(main, ["alerts", "test", "--db", db_url, "--feeds", str(feeds)])
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("ok") and len(receiver.requests) == 1
+    out = CliRunner().invoke(main, ["alerts", "log", "--json", "--db", db_url, "--feeds", str(feeds)])
+    (row,) = json.loads(out.output)
+    assert row["type"] == "test" and row["ok"] is True and row["attempt"] == 1
+    feeds.write_text(f'[[alert]]\nurl = "{closed_port_url()}"\nsecret = "{SECRET}"\n',
+                     encoding="utf-8")
+    out = CliRunner().invoke(main, ["alerts", "test", "--db", db_url, "--feeds", str(feeds)])
+    assert out.exit_code == 1 and "FAILED" in out.output

@@ -227,3 +227,59 @@ def test_apply_refuses_bad_values_and_non_editors(engine):
             ledger.apply_probability(conn, THESIS, to=to, user_name=user, note=note)
     with engine.connect() as conn:
         assert ledger.load_history(conn, THESIS.id) == []
+
+
+def test_cli_ledger_show_apply_history(engine, db_url, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from classifier.cli import main
+    users.add_user(engine, "ana", "a long enough password", role="editor")
+    with write(engine) as conn:
+        a = add_label(conn, title="Independent eval")
+        b = add_label(conn, title="Copy", story_id=story_of(conn, a))
+    _decide(engine, a, "approve")
+    _decide(engine, b, "approve")
+    theses = str(tmp_path / "theses.toml")
+    (tmp_path / "theses.toml").write_text(THESES_TOML, encoding="utf-8")
+    run = CliRunner().invoke
+    out = run(main, ["ledger", "oss-parity", "--json", "--db", db_url, "--theses", theses])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["suggested"] == pytest.approx(0.9) and data["current"] == 0.75
+    assert [i["counted"] for i in data["items"]] == [True, False]
+    assert {t["trigger_id"]: t["reached"] for t in data["triggers"]} == {"above-85": True,
+                                                                          "below-60": False}
+    out = run(main, ["ledger", "apply", "oss-parity", "--suggested", "--user", "ana",
+                     "--note", "eval", "--db", db_url, "--theses", theses])
+    assert out.exit_code == 0, out.output
+    assert "75.0% → 90.0%" in out.output
+    out = run(main, ["ledger", "history", "oss-parity", "--json", "--db", db_url,
+                     "--theses", theses])
+    (h,) = json.loads(out.output)
+    assert (h["from_probability"], h["to_probability"], h["user_name"]) == (0.75, 0.9, "ana")
+    out = run(main, ["ledger", "apply", "oss-parity", "--to", "0.5", "--user", "mallory",
+                     "--note", "x", "--db", db_url, "--theses", theses])
+    assert out.exit_code == 1 and "unknown user" in out.output
+
+
+THESES_TOML = """
+[[thesis]]
+id = "oss-parity"
+title = "Open-source frontier parity"
+statement = "Open-weights models match closed frontier models on public benchmarks."
+probability = 0.75
+
+[[thesis.trigger]]
+id = "above-85"
+direction = "up"
+to = 0.85
+condition = "third-party eval"
+
+[[thesis.trigger]]
+id = "below-60"
+direction = "down"
+to = 0.60
+condition = "falls behind"
+"""

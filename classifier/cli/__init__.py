@@ -39,6 +39,7 @@ def _register() -> None:
     # Each module adds its commands to `main` at import time.
     from classifier.cli import ingest  # noqa: F401
     from classifier.cli import workercmd  # noqa: F401
+    from classifier.cli import ledgercmd  # noqa: F401
 
 
 _register()
