@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 
+from classifier import alerts
 from classifier.answer import answer_schema
 from classifier.backends.base import Backend, CallRecord, LabelRequest, cost_of, price_of
 from classifier.config import LabelSettings, ThesesFile, ThesisConfig
@@ -237,6 +238,8 @@ def label_row(engine: Engine, row: PairRow, thesis: ThesisConfig, backend: Backe
             thesis_hash=meta.thesis_hash, tokens_in=meta.tokens_in, tokens_out=meta.tokens_out,
             cost_usd=meta.cost_usd, latency_ms=meta.latency_ms, attempts=meta.attempts,
             review_state="pending", version=1, created_at=utcnow())).inserted_primary_key[0]
+        # a trigger candidate → a webhook event in this transaction, POSTed after commit
+        alerts.on_label_queued(conn, label_id, thesis=thesis)
         _set_pair(conn, row.id, "labeled")
     return PairResult("labeled", outcome.calls, label_id=label_id)
 

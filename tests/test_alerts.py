@@ -230,3 +230,26 @@ def test_cli_alerts_test_and_log(engine, db_url, tmp_path, receiver):
                      encoding="utf-8")
     out = CliRunner().invoke(main, ["alerts", "test", "--db", db_url, "--feeds", str(feeds)])
     assert out.exit_code == 1 and "FAILED" in out.output
+
+
+def test_labeling_a_trigger_candidate_queues_an_event(engine, receiver):
+    # stage 5 for real (scripted backend): the label and its event commit together
+    from classifier.backends import ScriptedBackend
+    from classifier.config import ThesesFile
+    from classifier.label import label_pending
+    from tests.label_fixtures import GOOD, THESIS, add_pair
+
+    add_pair(engine, n=1)
+    add_pair(engine, n=2)
+    trigger_label = GOOD.model_copy(update={"trigger": "above-85"})
+    counts = label_pending(engine, ThesesFile(thesis=[THESIS]),
+                           ScriptedBackend([trigger_label, GOOD]))
+    assert counts.labeled == 2
+    with engine.connect() as conn:
+        events = conn.execute(select(webhook_events)).all()
+    assert [e.type for e in events] == ["trigger.candidate"]
+    alerts.deliver_pending(engine, [AlertConfig(url=receiver.url, secret=SECRET)])
+    ((headers, body),) = receiver.requests
+    data = Webhook(SECRET).verify(body, headers)["data"]
+    assert data["trigger"]["condition"].startswith("A third-party evaluation")
+    assert data["label"]["evidence_type"] == "direct"
