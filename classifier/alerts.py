@@ -142,6 +142,8 @@ def on_label_decided(conn: Connection, label_id: int, *,
         return None
     decision = conn.execute(select(decisions).where(decisions.c.label_id == label_id)
                             .order_by(decisions.c.id.desc()).limit(1)).first()
+    if decision is not None and decision.action not in ("approve", "correct"):
+        return None  # an undo that restores an approval is not a new approval
     data = _label_data(conn, label_id, thesis, final["trigger"])
     data["final"] = final
     if decision is not None:

@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError
 from sqlalchemy import Connection, Engine, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from classifier import alerts
 from classifier.errors import Conflict, NotFound, ReviewError
 from classifier.records import GoldLabel, Record
 from classifier.store import write
@@ -366,6 +367,8 @@ def decide(engine: Engine, label_id: int, *, user: str, action: Action, version:
                 label_id=label_id, user_name=user, action=action, from_state=from_state,
                 to_state=to_state, before=before, after=after, note=note,
                 label_version=version + 1, idempotency_key=key, created_at=now)).inserted_primary_key[0]
+            # an approved trigger candidate → a webhook event in this transaction, sent after commit
+            alerts.on_label_decided(conn, label_id)
             out = conn.execute(select(decisions).where(decisions.c.id == new_id)).one()
         return _decision(out)
     except (Conflict, IntegrityError):

@@ -178,22 +178,34 @@ def test_unreachable_receiver_leaves_the_queue_working(engine):
 
 def test_approval_of_a_trigger_label_emits_an_approved_event(engine, receiver):
     label_id, _ = queue_trigger_label(engine)
-    queue.decide(engine, label_id, user="ed", action="approve", version=1)
-    with write(engine) as conn:
-        event_id = alerts.on_label_decided(conn, label_id)
-    assert event_id is not None
+    queue.decide(engine, label_id, user="ed", action="approve", version=1, note="confirmed")
     alerts.deliver_pending(engine, [AlertConfig(url=receiver.url, secret=SECRET)])
     types = [json.loads(b)["type"] for _, b in receiver.requests]
     assert types == ["trigger.candidate", "trigger.approved"]
     approved = json.loads(receiver.requests[1][1])["data"]
     assert approved["decision"]["user"] == "ed" and approved["final"]["trigger"] == "above-85"
+    assert approved["decision"]["note"] == "confirmed"
 
 
-def test_rejection_emits_nothing(engine):
+def test_rejection_skip_and_undo_emit_nothing(engine):
     label_id, _ = queue_trigger_label(engine)
-    queue.decide(engine, label_id, user="ed", action="reject", version=1)
+    queue.decide(engine, label_id, user="ed", action="skip", version=1)
+    queue.decide(engine, label_id, user="ed", action="reject", version=2)
+    queue.undo_last(engine, user="ed")
+    with engine.connect() as conn:
+        types = conn.execute(select(webhook_events.c.type)).scalars().all()
+    assert types == ["trigger.candidate"]
+
+
+def test_correction_that_adds_a_trigger_emits_approved(engine):
     with write(engine) as conn:
-        assert alerts.on_label_decided(conn, label_id) is None
+        label_id = add_label(conn)  # the labeler proposed no trigger
+    fields = {"relevant": True, "evidence_type": "direct", "direction": "supports",
+              "strength": "strong", "trigger": "above-85"}
+    queue.decide(engine, label_id, user="ed", action="correct", version=1, fields=fields)
+    with engine.connect() as conn:
+        (event,) = conn.execute(select(webhook_events)).all()
+    assert event.type == "trigger.approved" and event.payload["data"]["decision"]["action"] == "correct"
 
 
 def test_receiver_subscribed_to_other_events_gets_nothing(engine, receiver):
