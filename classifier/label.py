@@ -188,8 +188,12 @@ class PairResult:
 
 
 def label_row(engine: Engine, row: PairRow, thesis: ThesisConfig, backend: Backend, *,
-              settings: LabelSettings | None = None) -> PairResult:
-    """One pending pair → labeled / failed / deferred, stored (labels, llm_calls, pairs, skips)."""
+              settings: LabelSettings | None = None,
+              guard: Callable[[Connection], None] | None = None) -> PairResult:
+    """One pending pair → labeled / failed / deferred, stored (labels, llm_calls, pairs, skips).
+
+    `guard(conn)` runs first in every write transaction (the worker's lease check: it raises
+    errors.LeaseLost to refuse a late result, and nothing of this pair is written)."""
     settings = settings or LabelSettings()
     prompt, request = build_request(thesis, title=row.title, text=row.text, source=_source(row),
                                     published=row.published, settings=settings)
@@ -199,6 +203,7 @@ def label_row(engine: Engine, row: PairRow, thesis: ThesisConfig, backend: Backe
         hit = conn.execute(select(labels.c.id).where(labels.c.cache_key == key)).scalar()
     if hit is not None:
         with write(engine) as conn:
+            _guard(conn, guard)
             _set_pair(conn, row.id, "labeled")
         return PairResult("cached", label_id=hit)
     try:
@@ -207,6 +212,7 @@ def label_row(engine: Engine, row: PairRow, thesis: ThesisConfig, backend: Backe
     except LabelingFailed as e:
         calls = e.calls  # type: ignore[attr-defined]
         with write(engine) as conn:
+            _guard(conn, guard)
             _store_calls(conn, calls, row.id, key)
             _set_pair(conn, row.id, "failed", error_type=e.error_type, error_detail=str(e),
                       last_raw=e.last_raw)
@@ -217,11 +223,13 @@ def label_row(engine: Engine, row: PairRow, thesis: ThesisConfig, backend: Backe
     except TransportError as e:
         calls = e.calls  # type: ignore[attr-defined]
         with write(engine) as conn:
+            _guard(conn, guard)
             _store_calls(conn, calls, row.id, key)
             _set_pair(conn, row.id, "pending", error_type=e.error_type, error_detail=str(e))
         return PairResult("deferred", calls, error_type=e.error_type)
     label, meta = outcome.label, outcome.meta
     with write(engine) as conn:
+        _guard(conn, guard)
         _store_calls(conn, outcome.calls, row.id, key)
         if conn.execute(select(labels.c.id).where(labels.c.cache_key == key)).scalar() is not None:
             _set_pair(conn, row.id, "labeled")  # another worker won the race
@@ -244,6 +252,11 @@ def label_row(engine: Engine, row: PairRow, thesis: ThesisConfig, backend: Backe
     return PairResult("labeled", outcome.calls, label_id=label_id)
 
 
+def _guard(conn: Connection, guard: Callable[[Connection], None] | None) -> None:
+    if guard is not None:
+        guard(conn)
+
+
 def _store_calls(conn: Connection, calls: list[CallRecord], pair_id: int, key: str) -> None:
     if calls:
         conn.execute(insert(llm_calls), [_call_row(c, pair_id=pair_id, key=key) for c in calls])
@@ -257,7 +270,8 @@ def _set_pair(conn: Connection, pair_id: int, state: str, *, error_type: str | N
 
 
 def label_pair(engine: Engine, pair_id: int, theses: ThesesFile, backend: Backend, *,
-               settings: LabelSettings | None = None) -> PairResult:
+               settings: LabelSettings | None = None,
+               guard: Callable[[Connection], None] | None = None) -> PairResult:
     """Pair id → PairResult; a pair no longer pending is 'gone' (someone else finished it)."""
     with engine.connect() as conn:
         r = conn.execute(select(*_PAIR_COLS).join(articles, articles.c.id == pairs.c.article_id)
@@ -265,7 +279,7 @@ def label_pair(engine: Engine, pair_id: int, theses: ThesesFile, backend: Backen
     if r is None:
         return PairResult("gone")
     row = PairRow(*r[:8], as_utc(r[8]))
-    return label_row(engine, row, _thesis(theses, row), backend, settings=settings)
+    return label_row(engine, row, _thesis(theses, row), backend, settings=settings, guard=guard)
 
 
 def _thesis(theses: ThesesFile, row: PairRow) -> ThesisConfig:
