@@ -38,6 +38,8 @@ def main() -> None:
 def _register() -> None:
     # Each module adds its commands to `main` at import time.
     from classifier.cli import ingest  # noqa: F401
+    from classifier.cli import review  # noqa: F401
+    from classifier.cli import demo  # noqa: F401
     from classifier.cli import workercmd  # noqa: F401
     from classifier.cli import ledgercmd  # noqa: F401
 
