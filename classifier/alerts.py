@@ -290,6 +290,43 @@ def deliver_in_background(engine: Engine, alerts: Sequence[AlertConfig]) -> thre
     return thread
 
 
+class DeliveryLoop:
+    """A daemon thread that runs `deliver_pending` every `every_s` seconds until `stop()`.
+
+    For `evidence alerts deliver --every N`, and for long-running processes (web server, worker)
+    that want trigger alerts out within seconds of the decision that caused them.
+    """
+
+    def __init__(self, engine: Engine, alerts: Sequence[AlertConfig], *,
+                 every_s: float = 5.0) -> None:
+        self.engine, self.alerts, self.every_s = engine, list(alerts), every_s
+        self._stop = threading.Event()
+        self.passes = 0
+        self.thread = threading.Thread(target=self._run, name="webhook-delivery-loop",
+                                       daemon=True)
+
+    def start(self) -> DeliveryLoop:
+        """Start the thread (no-op without receivers); returns self."""
+        if self.alerts:
+            self.thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Ask the loop to end after the current pass and wait for it."""
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                deliver_pending(self.engine, self.alerts)
+            except Exception:  # a database hiccup: the next pass tries again
+                log.exception("webhook delivery pass failed")
+            self.passes += 1
+            self._stop.wait(self.every_s)
+
+
 def send_test(engine: Engine, alerts: Sequence[AlertConfig], *,
               transport: httpx.BaseTransport | None = None) -> list[dict[str, Any]]:
     """Configured receivers → one signed `test` event each, sent now; the attempt per receiver."""

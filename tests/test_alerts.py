@@ -265,3 +265,17 @@ def test_labeling_a_trigger_candidate_queues_an_event(engine, receiver):
     data = Webhook(SECRET).verify(body, headers)["data"]
     assert data["trigger"]["condition"].startswith("A third-party evaluation")
     assert data["label"]["evidence_type"] == "direct"
+
+
+def test_delivery_loop_sends_within_its_interval(engine, receiver):
+    queue_trigger_label(engine)
+    loop = alerts.DeliveryLoop(engine, [AlertConfig(url=receiver.url, secret=SECRET)],
+                               every_s=0.05).start()
+    try:
+        for _ in range(200):  # wait for the event, not for a time: no timing assertion
+            if receiver.requests:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        loop.stop()
+    assert len(receiver.requests) == 1 and loop.passes >= 1

@@ -208,10 +208,30 @@ def alerts_test(env: Env, url: str | None) -> None:
 
 @alerts.command("deliver")
 @env_options(listing=True)
-def alerts_deliver(env: Env) -> None:
-    """Send due trigger events (and due retries) once; safe to run from cron next to workers."""
+@click.option("--every", "every_s", type=click.FloatRange(0.5), default=None, metavar="SECONDS",
+              help="Keep running: a delivery pass every SECONDS until Ctrl-C/SIGTERM.")
+def alerts_deliver(env: Env, every_s: float | None) -> None:
+    """Send due trigger events (and due retries); once, or every N seconds with --every.
+
+    Safe next to workers and other deliverers: each event is claimed before it is sent.
+    """
+    import signal
+    import threading
+
     from classifier import alerts as stage
 
+    if not env.feeds.alert:
+        raise ConfigError("no [[alert]] receivers configured", path=env.feeds_path)
+    if every_s is not None:
+        loop = stage.DeliveryLoop(env.engine, env.feeds.alert, every_s=every_s).start()
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            pass
+        loop.stop()
+        return
     counts = stage.deliver_pending(env.engine, env.feeds.alert)
     if env.as_json:
         env.emit(counts.model_dump())
