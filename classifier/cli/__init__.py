@@ -42,6 +42,7 @@ def _register() -> None:
     from classifier.cli import demo  # noqa: F401
     from classifier.cli import workercmd  # noqa: F401
     from classifier.cli import ledgercmd  # noqa: F401
+    from classifier.cli import evalcmd  # noqa: F401
 
 
 _register()

@@ -1,0 +1,103 @@
+"""External labeled sets as EvalItems, read from ../shared/corpora at eval time (never copied).
+
+Each adapter states its mapping in its module docstring and in `MAPPING` (printed in reports).
+Each claim becomes a throwaway thesis whose statement is the claim; only the fields the dataset
+can speak to are scored (see `GoldTarget.scored`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from classifier.config import ThesisConfig
+from classifier.errors import ConfigError
+from classifier.evaluation.gold import EvalItem
+
+DEFAULT_CORPORA = Path(__file__).resolve().parents[3].parent / "shared" / "corpora"
+
+
+def corpora_dir(path: str | Path | None = None) -> Path:
+    """Explicit path, else $EVIDENCE_CORPORA, else ../shared/corpora beside the checkout."""
+    p = Path(path or os.environ.get("EVIDENCE_CORPORA") or DEFAULT_CORPORA)
+    if not p.is_dir():
+        raise ConfigError("corpora folder not found (set --corpora or EVIDENCE_CORPORA)", path=str(p))
+    return p
+
+
+def claim_thesis(prefix: str, claim: str, *, scope: str) -> ThesisConfig:
+    """A dataset's claim → a thesis whose statement is the claim (stable id from its text)."""
+    digest = hashlib.sha256(claim.encode()).hexdigest()[:12]
+    title = claim if len(claim) <= 120 else claim[:117] + "..."
+    return ThesisConfig(id=f"{prefix}-{digest}", title=title or "(empty claim)",
+                        statement=claim or "(empty claim)", probability=0.5, scope=scope, route=False)
+
+
+def stratified_sample(items: Sequence[EvalItem], n: int | None, seed: int) -> list[EvalItem]:
+    """Items → n of them drawn with proportional allocation per `stratum` (largest remainder,
+    at least one per stratum when n allows), in a seed-determined order; None → all items."""
+    if n is None or n >= len(items):
+        return list(items)
+    if n <= 0:
+        raise ConfigError(f"--sample must be positive, got {n}")
+    groups: dict[str, list[EvalItem]] = defaultdict(list)
+    for it in items:
+        groups[it.stratum or ""].append(it)
+    keys = sorted(groups)
+    sizes = np.array([len(groups[k]) for k in keys], dtype=float)
+    quota = sizes / sizes.sum() * n
+    alloc = np.floor(quota).astype(int)
+    if n >= len(keys):
+        alloc = np.maximum(alloc, 1)
+    while alloc.sum() > n:  # the at-least-one rule overshot: take back from the largest
+        alloc[int(np.argmax(alloc - quota))] -= 1
+    order = np.argsort(-(quota - alloc), kind="stable")
+    i = 0
+    while alloc.sum() < n:
+        k = order[i % len(keys)]
+        if alloc[k] < sizes[k]:
+            alloc[k] += 1
+        i += 1
+    rng = np.random.default_rng(seed)
+    chosen: list[EvalItem] = []
+    for k, m in zip(keys, alloc, strict=True):
+        idx = rng.choice(len(groups[k]), size=int(m), replace=False)
+        chosen.extend(groups[k][j] for j in sorted(idx))
+    perm = rng.permutation(len(chosen))
+    return [chosen[j] for j in perm]
+
+
+Loader = Callable[[Path], list[EvalItem]]
+
+
+def _registry() -> dict[str, tuple[Loader, str]]:
+    from classifier.evaluation.adapters import climate_fever, fnc, perspectrum
+    return {
+        "fnc1": (fnc.load_fnc1, fnc.MAPPING),
+        "arc": (fnc.load_arc, fnc.MAPPING),
+        "climate-fever": (climate_fever.load, climate_fever.MAPPING),
+        "perspectrum": (perspectrum.load, perspectrum.MAPPING),
+    }
+
+
+DATASETS = ("fnc1", "arc", "climate-fever", "perspectrum")
+
+
+def mapping(name: str) -> str:
+    """Dataset name → its label mapping, in words."""
+    return _registry()[name][1]
+
+
+def load_dataset(name: str, *, sample: int | None = None, seed: int = 0,
+                 corpora: str | Path | None = None) -> list[EvalItem]:
+    """Dataset name (+ --sample N --seed S) → EvalItems read from the corpora folder."""
+    reg = _registry()
+    if name not in reg:
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    items = reg[name][0](corpora_dir(corpora))
+    return stratified_sample(items, sample, seed)
