@@ -164,10 +164,11 @@ def ingest_entries(engine: Engine, client: Client, settings: Settings, *,
     if progress:
         progress("extract", 0, len(todo))
     with ThreadPoolExecutor(max_workers=max(1, settings.fetch.concurrency)) as pool:
-        futures = {pool.submit(work_entry, client, entry_record(row, name), settings.extract): row
-                   for row, name in todo}
-        for n, fut in enumerate(as_completed(futures), 1):
-            row = futures[fut]
+        futures = [(row, pool.submit(work_entry, client, entry_record(row, name), settings.extract))
+                   for row, name in todo]
+        # Stored in entry order, not completion order: the first-seen entry of a duplicate pair
+        # owns the article, run after run.
+        for n, (row, fut) in enumerate(futures, 1):
             try:
                 result: EntryResult = fut.result()
             except Exception as e:  # noqa: BLE001  a crash on one page must not lose the others
