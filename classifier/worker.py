@@ -26,6 +26,7 @@ SQLAlchemy's pre-ping replaces the dead pooled connections once it is back.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -42,7 +43,9 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, Table, and_, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
-from classifier.errors import LeaseLost
+from classifier.config import FeedsFile, LabelSettings, Settings, ThesesFile
+from classifier.errors import BackendUnavailable, LeaseLost
+from classifier.net import Client
 from classifier.store import utcnow, write
 from classifier.store.tables import workers
 
@@ -51,9 +54,8 @@ log = logging.getLogger("classifier.worker")
 STAGES = ("fetch", "extract", "label")
 DB_DOWN = (OperationalError, InterfaceError)
 
-#: What a stage's slow part hands back: a function that stores its result inside the commit
-#: transaction (after the lease check) and names the outcome ("labeled", "failed", ...).
-Apply = Callable[[Connection], str]
+#: The lease check a stage runs first in its storing transaction (raises LeaseLost).
+Guard = Callable[[Connection], None]
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,15 @@ class Stage(Protocol):
     def due(self) -> Any:
         """→ SQL condition for rows that need this stage (lease not considered)."""
 
-    def work(self, engine: Engine, claim: Claim) -> Apply:
-        """Claimed item → its result, computed outside any transaction, as a store function."""
+    def work(self, engine: Engine, claim: Claim, guard: Guard) -> str:
+        """Claimed item → done and stored (slow part outside any transaction; `guard(conn)` first
+        in the storing transaction) → outcome name ("labeled", "skipped", ...)."""
 
     def give_up(self, conn: Connection, item_id: int, claims: int) -> None:
         """Store the item as failed after `claims` claims that never finished."""
+
+    def sweep(self, engine: Engine) -> int:
+        """Catch-up work with no claim of its own (routing articles a crash left unrouted) → count."""
 
 
 @dataclass
@@ -166,7 +172,7 @@ def claim(engine: Engine, stage: Stage, worker_id: str, *, lease_s: float,
             return Claim(stage.name, row.id, worker_id, until, claims + 1)
 
 
-def check_lease(conn: Connection, stage: Stage, c: Claim) -> None:
+def check_lease(conn: Connection, *, stage: Stage, c: Claim) -> None:
     """Inside the commit transaction: end the lease if it is still ours and live, else LeaseLost.
 
     The UPDATE's WHERE is the check, so on PostgreSQL it also locks the row until commit: a
@@ -259,6 +265,8 @@ class Worker:
         self._stop = threading.Event()
         self._busy = 0
         self._held: dict[tuple[str, int], Claim] = {}
+        self._backend_backoff = Backoff(cap=self.options.backoff_max_s, base=1.0)
+        self._sweep_lock = threading.Lock()
 
     # -- public ------------------------------------------------------------------------------
 
@@ -320,8 +328,15 @@ class Worker:
                 raise
             turn += 1
             if not did:
-                if until_idle and self._nothing_left():
-                    return
+                try:
+                    if self._sweep():
+                        continue
+                    if until_idle and self._nothing_left():
+                        return
+                except Exception as e:  # noqa: BLE001
+                    if not is_db_down(e):
+                        raise
+                    self._bump("db_errors")
                 self._stop.wait(self.options.idle_s)
 
     def _one(self, turn: int) -> bool:
@@ -345,8 +360,27 @@ class Worker:
         return False
 
     def _process(self, st: Stage, c: Claim) -> None:
+        guard = functools.partial(check_lease, stage=st, c=c)
         try:
-            apply = st.work(self.engine, c)
+            outcome = st.work(self.engine, c, guard)
+        except LeaseLost as e:
+            self._bump(f"{c.stage}:lease_lost")
+            self._event("lease_lost", {"stage": c.stage, "item": c.item_id, "detail": str(e)})
+            return
+        except IntegrityError as e:
+            # A unique constraint refused a second result for the same work: nothing written.
+            self._bump(f"{c.stage}:duplicate_refused")
+            log.warning("%s item %s: duplicate result refused: %s", c.stage, c.item_id,
+                        str(e.orig).splitlines()[0])
+            self._retry_db(lambda: release(self.engine, st, c), tries=3)
+            return
+        except BackendUnavailable as e:
+            # The model is not there (server down, queue empty): hand the item back and wait.
+            self._bump(f"{c.stage}:backend_unavailable")
+            self._retry_db(lambda: release(self.engine, st, c), tries=3)
+            self._event("backend_down", {"stage": c.stage, "error": str(e)})
+            self._stop.wait(self._backend_backoff.next())
+            return
         except Exception as e:  # noqa: BLE001
             if is_db_down(e):
                 raise  # the loop backs off; the lease expires and the item is claimed again
@@ -356,40 +390,11 @@ class Worker:
             self._bump(f"{c.stage}:error")
             self._retry_db(lambda: release(self.engine, st, c), tries=3)
             return
-        self._commit(st, c, apply)
-
-    def _commit(self, st: Stage, c: Claim, apply: Apply) -> None:
-        backoff = Backoff(cap=self.options.backoff_max_s)
-        while True:
-            try:
-                with write(self.engine) as conn:
-                    check_lease(conn, st, c)
-                    outcome = apply(conn)
-            except LeaseLost as e:
-                self._bump(f"{c.stage}:lease_lost")
-                self._event("lease_lost", {"stage": c.stage, "item": c.item_id, "detail": str(e)})
-                return
-            except IntegrityError as e:
-                # A unique constraint refused a second result for the same work.
-                self._bump(f"{c.stage}:duplicate_refused")
-                log.warning("%s item %s: duplicate result refused: %s", c.stage, c.item_id,
-                            str(e.orig).splitlines()[0])
-                self._retry_db(lambda: release(self.engine, st, c), tries=3)
-                return
-            except Exception as e:  # noqa: BLE001
-                if not is_db_down(e):
-                    raise
-                self._bump("db_errors")
-                if utcnow() > c.lease_until:
-                    # Whatever happened to that commit, the lease is gone: the item is either
-                    # stored or will be claimed again. Nothing to do here.
-                    self._bump(f"{c.stage}:lease_lost")
-                    return
-                self._stop.wait(backoff.next()) if not self._stop.is_set() else time.sleep(0.2)
-                continue
-            self._bump(f"{c.stage}:{outcome}")
-            self._event("done", {"stage": c.stage, "item": c.item_id, "outcome": outcome})
-            return
+        self._backend_backoff.reset()
+        self._bump(f"{c.stage}:{outcome}")
+        self._event("done", {"stage": c.stage, "item": c.item_id, "outcome": outcome})
+        if outcome == "deferred":  # the backend failed after its retries: slow down
+            self._stop.wait(self._backend_backoff.next())
 
     def _heartbeat_loop(self) -> None:
         dead_after = max(3 * self.options.lease_s, 3 * self.options.heartbeat)
@@ -403,6 +408,15 @@ class Worker:
                 self._bump("heartbeat_errors")
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _sweep(self) -> int:
+        """Run the stages' catch-up sweeps (one thread at a time); → items they handled."""
+        if not self._sweep_lock.acquire(blocking=False):
+            return 0
+        try:
+            return sum(st.sweep(self.engine) for st in self.stages)
+        finally:
+            self._sweep_lock.release()
 
     def _nothing_left(self) -> bool:
         """True when no item of our stages is due (leased or not) and no thread is busy."""
@@ -463,6 +477,187 @@ def parse_stages(text: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The stages as the worker drives them: each calls its module's one-item functions
+# ---------------------------------------------------------------------------------------------
+
+
+def feeds_due(now: datetime) -> Any:
+    """→ SQL condition: the feed is enabled, not disabled for errors, and its next poll has come."""
+    from classifier.store.tables import feeds
+    return and_(feeds.c.enabled.is_(True), feeds.c.disabled_reason.is_(None),
+                or_(feeds.c.next_poll_at.is_(None), feeds.c.next_poll_at <= now))
+
+
+def _failure(conn: Connection, *, stage: str, detail: str, **where: Any) -> None:
+    from classifier.store.tables import skips
+    conn.execute(insert(skips).values(kind="failure", stage=stage, reason="lease_expired",
+                                      detail=detail, created_at=utcnow(), **where))
+
+
+class FetchStage:
+    """Stage 1 for one feed: fetch.fetch_feed (HTTP + parse), then fetch.store_poll."""
+
+    name = "fetch"
+
+    def __init__(self, settings: Settings, client: Client) -> None:
+        from classifier.store.tables import feeds
+        self.settings, self.client, self.table = settings, client, feeds
+
+    def due(self) -> Any:
+        return feeds_due(utcnow())
+
+    def work(self, engine: Engine, claim: Claim, guard: Guard) -> str:
+        from classifier.fetch import fetch_feed, store_poll
+        t = self.table
+        with engine.connect() as conn:
+            feed = conn.execute(select(t).where(t.c.id == claim.item_id)).one()
+        outcome = fetch_feed(self.client, feed)
+        with write(engine) as conn:
+            guard(conn)
+            # Re-read inside the write: counters may have moved since the claim.
+            fresh = conn.execute(select(t).where(t.c.id == claim.item_id)).one()
+            return store_poll(conn, fresh, outcome, self.settings.fetch).outcome
+
+    def give_up(self, conn: Connection, item_id: int, claims: int) -> None:
+        pass  # feeds carry no claims counter: a feed is simply polled again next time
+
+    def sweep(self, engine: Engine) -> int:
+        return 0
+
+
+class ExtractStage:
+    """Stages 2-4 for one entry: pipeline.work_entry (page + extract), pipeline.store_entry
+    (dedupe, entry state), then route.route_article for the new article."""
+
+    name = "extract"
+
+    def __init__(self, settings: Settings, client: Client, *, theses: ThesesFile,
+                 feeds_file: FeedsFile, router: Any = None) -> None:
+        from classifier.store.tables import entries
+        self.settings, self.client, self.table = settings, client, entries
+        self.theses, self.feeds_file, self._router = theses, feeds_file, router
+
+    @property
+    def router(self) -> Any:
+        if self._router is None:
+            from classifier.route import Router
+            self._router = Router(self.settings.route)
+        return self._router
+
+    def due(self) -> Any:
+        return self.table.c.state == "pending"
+
+    def work(self, engine: Engine, claim: Claim, guard: Guard) -> str:
+        from classifier.pipeline import EntryFailure, entry_record, store_entry, work_entry
+        from classifier.records import Stage as StageName
+        from classifier.store.tables import feeds
+        t = self.table
+        with engine.connect() as conn:
+            row = conn.execute(select(t, feeds.c.name.label("feed_name"))
+                               .join(feeds, feeds.c.id == t.c.feed_id)
+                               .where(t.c.id == claim.item_id)).one()
+        try:
+            result = work_entry(self.client, entry_record(row, row.feed_name),
+                                self.settings.extract)
+        except Exception as e:  # noqa: BLE001 - a crash on one page is that entry's failure
+            result = EntryFailure(stage=StageName.EXTRACT, reason="crash",
+                                  detail=f"{type(e).__name__}: {e}")
+        with write(engine) as conn:
+            guard(conn)
+            state, outcome = store_entry(conn, row.id, row.feed_id, result, url=row.link)
+        if state == "done" and self.theses.thesis:
+            # Outside the entry's transaction: if this worker dies here, sweep() routes it.
+            from classifier.route import route_article
+            route_article(engine, outcome.article_id, self.theses, self.feeds_file,
+                          router=self.router)
+        return state
+
+    def give_up(self, conn: Connection, item_id: int, claims: int) -> None:
+        t = self.table
+        feed_id = conn.execute(select(t.c.feed_id).where(t.c.id == item_id)).scalar()
+        conn.execute(update(t).where(t.c.id == item_id).values(state="failed"))
+        _failure(conn, stage="extract", entry_id=item_id, feed_id=feed_id,
+                 detail=f"claimed {claims} times and never finished (it may crash workers)")
+
+    def sweep(self, engine: Engine) -> int:
+        """Route stored articles that still lack pairs (their worker died before routing)."""
+        if not self.theses.thesis:
+            return 0
+        from classifier.route import route_new_articles
+        sent, skipped = route_new_articles(engine, self.theses, self.feeds_file,
+                                           router=self.router)
+        return sent + skipped
+
+
+class LabelStage:
+    """Stage 5 for one pair: label.label_pair with the lease check as its guard."""
+
+    name = "label"
+
+    def __init__(self, theses: ThesesFile, backend: Any,
+                 settings: LabelSettings | None = None) -> None:
+        from classifier.store.tables import pairs
+        self.theses, self.backend, self.settings, self.table = theses, backend, settings, pairs
+
+    def due(self) -> Any:
+        t = self.table
+        return and_(t.c.state == "pending", t.c.thesis_id.in_([x.id for x in self.theses.thesis]))
+
+    def work(self, engine: Engine, claim: Claim, guard: Guard) -> str:
+        from classifier.label import label_pair
+        res = label_pair(engine, claim.item_id, self.theses, self.backend,
+                         settings=self.settings, guard=guard)
+        if res.outcome in ("deferred", "gone"):
+            t = self.table
+            with write(engine) as conn:
+                # deferred: the backend failed, not the pair; it must not count toward poison.
+                conn.execute(update(t).where(t.c.id == claim.item_id, t.c.claims > 0)
+                             .values(claims=t.c.claims - 1))
+                conn.execute(update(t).where(t.c.id == claim.item_id,
+                                             t.c.claimed_by == claim.worker_id)
+                             .values(claimed_by=None, lease_until=None))
+        return res.outcome
+
+    def give_up(self, conn: Connection, item_id: int, claims: int) -> None:
+        t = self.table
+        row = conn.execute(select(t.c.article_id, t.c.thesis_id).where(t.c.id == item_id)).one()
+        detail = f"claimed {claims} times and never finished (it may crash workers)"
+        conn.execute(update(t).where(t.c.id == item_id).values(
+            state="failed", error_type="lease_expired", error_detail=detail,
+            updated_at=utcnow()))
+        _failure(conn, stage="label", article_id=row.article_id, thesis_id=row.thesis_id,
+                 detail=detail)
+
+    def sweep(self, engine: Engine) -> int:
+        return 0
+
+
+def build_stages(engine: Engine, names: Sequence[str], *, settings: Settings,
+                 feeds_file: FeedsFile, theses: ThesesFile, backend: Any = None,
+                 client: Client | None = None, router: Any = None) -> list[Stage]:
+    """Stage names → ready stages sharing one guarded HTTP client (feeds synced for fetch)."""
+    if client is None and {"fetch", "extract"} & set(names):
+        client = Client(settings.net)
+    out: list[Stage] = []
+    if "fetch" in names:
+        if feeds_file.feed:
+            from classifier.fetch import sync_feeds
+            sync_feeds(engine, feeds_file)
+        assert client is not None
+        out.append(FetchStage(settings, client))
+    if "extract" in names:
+        assert client is not None
+        out.append(ExtractStage(settings, client, theses=theses, feeds_file=feeds_file,
+                                router=router))
+    if "label" in names:
+        if backend is None:
+            from classifier.backends import get_backend
+            backend = get_backend(None, settings.label)
+        out.append(LabelStage(theses, backend, settings.label))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # `evidence status`
 # ---------------------------------------------------------------------------------------------
 
@@ -473,8 +668,7 @@ def status(engine: Engine, *, dead_after_s: float = 180.0) -> dict[str, Any]:
     from classifier.store.tables import entries, feeds, labels, pairs, skips
 
     now = utcnow()
-    live = and_(feeds.c.enabled.is_(True),
-                or_(feeds.c.next_poll_at.is_(None), feeds.c.next_poll_at <= now))
+    live = feeds_due(now)
 
     def leased(t: Table) -> Any:
         return and_(t.c.claimed_by.is_not(None), t.c.lease_until > now)

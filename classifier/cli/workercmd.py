@@ -45,8 +45,19 @@ def worker(env: Env, stages: str, concurrency: int, backend: str | None, lease_s
     names = parse_stages(stages)
     logging.basicConfig(level=logging.WARNING if env.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    w = Worker(env.engine, build_stages(env, names, backend_spec=backend),
-               concurrency=concurrency, options=WorkerOptions(lease_s=lease_s),
+    from pathlib import Path
+
+    from classifier.config import ThesesFile
+
+    backend_obj = None
+    if "label" in names:
+        from classifier.backends import get_backend
+        backend_obj = get_backend(backend, env.settings.label)
+    theses = env.theses if Path(env.theses_path).exists() else ThesesFile()
+    stages_ = build_stages(env.engine, names, settings=env.settings, feeds_file=env.feeds,
+                           theses=theses, backend=backend_obj)
+    w = Worker(env.engine, stages_, concurrency=concurrency,
+               options=WorkerOptions(lease_s=lease_s),
                on_event=None if env.quiet else _printer(env))
 
     def _graceful(signum: int, _frame: Any) -> None:
