@@ -56,16 +56,16 @@ class ThesisPanel:
     """An extra section of the thesis page: a template and the function that fills it."""
 
     template: str
-    context: Callable[[Connection, str, ThesisConfig | None], dict[str, Any]]
+    context: Callable[[Connection, str, ThesisConfig | None, ThesesFile], dict[str, Any]]
 
 
 THESIS_PANELS: list[ThesisPanel] = []
 
 
 def register_thesis_panel(template: str,
-                          context: Callable[[Connection, str, ThesisConfig | None], dict[str, Any]]
-                          ) -> None:
-    """Template name, (conn, thesis id, thesis config) → context → a panel on every thesis page."""
+                          context: Callable[[Connection, str, ThesisConfig | None, ThesesFile],
+                                            dict[str, Any]]) -> None:
+    """Template, (conn, thesis id, its config, the theses file) → context → a thesis-page panel."""
     if all(p.template != template for p in THESIS_PANELS):
         THESIS_PANELS.append(ThesisPanel(template, context))
 

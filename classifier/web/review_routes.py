@@ -240,7 +240,8 @@ def thesis_page(request: Request, user: CurrentUser, thesis_id: str) -> Response
         counts = queue.counts(conn).get(thesis_id)
         if config is None and counts is None:
             raise NotFound(f"no thesis {thesis_id!r}")
-        panels = [(p.template, p.context(conn, thesis_id, config)) for p in THESIS_PANELS]
+        panels = [(p.template, p.context(conn, thesis_id, config, _desk(request).theses))
+                  for p in THESIS_PANELS]
     return render(request, "thesis.html", {"thesis_id": thesis_id, "thesis": config,
                                            "evidence": evidence, "counts": counts or {},
                                            "panels": panels})
