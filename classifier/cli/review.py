@@ -56,8 +56,11 @@ def serve(env: Env, host: str, port: int, secure_cookies: bool) -> None:
         env.console.print("[yellow]No users yet:[/] add one with `evidence user add NAME --role admin`.")
     app = create_app(env.engine, theses, settings=WebSettings(secure_cookies=secure_cookies))
     env.console.print(f"Review desk on http://{host}:{port}/  (Ctrl-C stops)")
+    from classifier.alerts import DeliveryLoop  # trigger alerts from decisions, within seconds
+    alerts_loop = DeliveryLoop(env.engine, env.feeds.alert).start()
     uvicorn.run(app, host=host, port=port, log_level="warning" if env.quiet else "info",
                 proxy_headers=False, server_header=False)
+    alerts_loop.stop()
 
 
 @main.group()
