@@ -53,6 +53,7 @@ class SkipReason(str, enum.Enum):
     # stage 4
     LOW_SCORE = "low_score"
     FEED_NOT_WATCHED = "feed_not_watched"
+    SAME_STORY = "same_story"  # a sibling article of the same story was already sent
     # stage 5
     BUDGET = "budget"
 
