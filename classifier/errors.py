@@ -12,6 +12,7 @@
     │   ├── BadScheme              not http/https
     │   └── HTTPStatusError        a status we do not handle as success (carries status, retry_after)
     ├── ExtractError               stage 2: trafilatura could not produce text
+    ├── RouterUnavailable          stage 4: the sentence-embedding model cannot be loaded
     ├── LabelError                 stage 5
     │   ├── BackendUnavailable     the backend cannot start (no model file, no server)
     │   ├── TransportError         timeouts, connection errors, 5xx, 429 after retries
@@ -106,6 +107,10 @@ class HTTPStatusError(FetchError):
 
 class ExtractError(EvidenceError):
     """Stage 2 could not extract text from a page."""
+
+
+class RouterUnavailable(EvidenceError):
+    """Stage 4's embedding model (or sentence-transformers) is missing or cannot load."""
 
 
 class LabelError(EvidenceError):

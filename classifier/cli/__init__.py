@@ -41,6 +41,7 @@ def _register() -> None:
     from classifier.cli import review  # noqa: F401
     from classifier.cli import demo  # noqa: F401
     from classifier.cli import workercmd  # noqa: F401
+    from classifier.cli import routecmd  # noqa: F401
     from classifier.cli import ledgercmd  # noqa: F401
     from classifier.cli import evalcmd  # noqa: F401
 
