@@ -21,6 +21,8 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -100,6 +102,20 @@ def _clamp(timeout: float | None, exc: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
+_DNS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dns")
+
+
+def _resolve(host: str, port: int, timeout: float | None) -> list[Any]:
+    """Host, port → getaddrinfo answers, within `timeout` (getaddrinfo itself has none)."""
+    fut = _DNS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        return fut.result(timeout=timeout)
+    except FutureTimeout as e:
+        raise httpcore.ConnectTimeout(f"resolving {host!r} took too long") from e
+    except (socket.gaierror, UnicodeError) as e:
+        raise httpcore.ConnectError(f"cannot resolve {host!r}: {e}") from e
+
+
 class GuardedBackend(httpcore.NetworkBackend):
     """httpcore backend: resolve, refuse non-public addresses, connect to the checked IP."""
 
@@ -112,10 +128,7 @@ class GuardedBackend(httpcore.NetworkBackend):
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
         """Host and port → a connected stream to a resolved, checked address (or BlockedAddress)."""
         timeout = _clamp(timeout, httpcore.ConnectTimeout)
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as e:
-            raise httpcore.ConnectError(f"cannot resolve {host!r}: {e}") from e
+        infos = _resolve(host, port, timeout)
         ips = list(dict.fromkeys(info[4][0] for info in infos))
         if not self.allow_private:
             # Every answer is checked, not just the first: a mixed answer is refused outright.
@@ -204,7 +217,7 @@ def _read_capped(response: httpx.Response, *, max_bytes: int, deadline: float) -
     try:
         for chunk in response.iter_raw(CHUNK):
             if time.monotonic() > deadline:
-                raise Deadline("request deadline passed while reading the body")
+                raise Deadline("deadline passed while reading the body")
             for d in decoders:
                 chunk = d.feed(chunk, max_bytes - total)
             total += len(chunk)
@@ -323,7 +336,8 @@ class Client:
                 e.args = (f"{e} ({current})",)
             raise
         except httpx.TimeoutException as e:
-            raise Deadline(f"timed out ({type(e).__name__})", url=current) from e
+            phase = "connecting" if isinstance(e, httpx.ConnectTimeout) else "waiting for data"
+            raise Deadline(f"{s.deadline_s:g}s deadline passed while {phase}", url=current) from e
         except httpx.HTTPError as e:
             raise FetchError(f"{type(e).__name__}: {e}", url=current) from e
         finally:

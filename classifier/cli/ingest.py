@@ -153,15 +153,22 @@ def feeds_cmd(env: Env, enable: str | None) -> None:
         env.emit(rows)
         return
     t = Table(title=f"{len(rows)} feed(s)")
-    for col in ("feed", "state", "last poll", "HTTP", "errors", "next poll", "entries", "reason"):
+    for col in ("feed", "state", "last poll", "HTTP", "errors\nnow/all", "next poll", "entries"):
         t.add_column(col, overflow="fold")
+    notes = []
     for r in rows:
-        reason = r["disabled_reason"] or r["last_error"] or ""
-        errs = f"{r['consecutive_errors']} ({r['error_count']} total)"
+        errs = f"{r['consecutive_errors']}/{r['error_count']}"
         nxt = "due" if r["due"] else _ago(r["next_poll_at"], now)
         t.add_row(r["name"], r["state"], _ago(r["last_polled_at"], now), str(r["last_status"] or "-"),
-                  errs, nxt, str(r["entries"]), reason[:120])
-    _stdout().print(t)
+                  errs, nxt, str(r["entries"]))
+        if r["disabled_reason"]:
+            notes.append(f"{r['name']}: disabled: {r['disabled_reason']}")
+        elif r["last_error"]:
+            notes.append(f"{r['name']}: last error: {r['last_error']}")
+    out = _stdout()
+    out.print(t)
+    for note in notes:
+        out.print(note, markup=False)
 
 
 # ---------------------------------------------------------------------------------------------
