@@ -21,11 +21,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 
+from classifier import alerts
 from classifier.config import ExtractSettings, FeedsFile, Settings, ThesesFile
 from classifier.errors import EvidenceError, FetchError
 from classifier.fetch import PollResult, due_feeds, poll_feed, sync_feeds
 from classifier.net import Client
 from classifier.records import Article, FeedEntry, Record, RunCounts, Skip, SkipReason, Stage
+from classifier.route import Router, route_new_articles
 from classifier.store import utcnow, write
 from classifier.store.tables import entries, feeds, runs, skips
 
@@ -204,7 +206,7 @@ def fetch_counts(results: Iterable[PollResult]) -> dict[str, int]:
 def run_once(engine: Engine, settings: Settings, feeds: FeedsFile, theses: ThesesFile, *,
              backend: Any = None, feed_names: Sequence[str] | None = None, force: bool = False,
              progress: Progress | None = None, label_limit: int | None = None,
-             budget_usd: float | None = None) -> RunCounts:
+             budget_usd: float | None = None, router: Any = None) -> RunCounts:
     """Config + database → every stage that exists, once, in order → what it did (RunCounts)."""
     started = utcnow()
     sync_feeds(engine, feeds)  # 0  feeds.toml → feeds table
@@ -221,12 +223,18 @@ def run_once(engine: Engine, settings: Settings, feeds: FeedsFile, theses: These
             counts.update(articles_new=ing["done"], skipped=ing["skipped"] - ing["duplicates"],
                           failed=ing["failed"], duplicates=ing["duplicates"],
                           stories_new=ing["stories_new"])
-        # 4  route and 5 label are added here by their issues.
+        # 4  route: new articles × theses their feed watches → pairs 'pending' | 'skipped'
+        routed, unrouted = route_new_articles(engine, theses, feeds, run_id=run_id,
+                                              router=router or Router(settings.route))
+        counts.update(pairs_routed=routed, pairs_skipped=unrouted)
+        # 5  label is added here by its issue.
     except BaseException:
         finish_run(engine, run_id, RunCounts(**counts), status="failed")
         raise
     result = RunCounts(**counts)
     finish_run(engine, run_id, result)
+    # trigger alerts: events stage 5 wrote to the outbox → signed webhooks (failures retried later)
+    alerts.deliver_pending(engine, feeds.alert)
     return result
 
 
