@@ -1,5 +1,5 @@
-"""Fill a review queue for tests and benchmarks: real FNC-1 articles in the store, one label per
-(article, thesis) pair, written the way stage 5 writes them (pairs 'labeled', labels 'pending')."""
+"""Fill a review queue for tests: real FNC-1 articles in the store, routed pairs, and stage 5
+labeling them through the scripted backend (labels 'pending', pairs 'labeled', llm_calls rows)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
+from classifier.backends import ScriptedBackend
+from classifier.config import ThesesFile, load_theses
+from classifier.label import label_pending
 from classifier.records import Label
 from classifier.store import write
 from classifier.store.tables import articles, feeds, labels, pairs, stories
+
+ROOT = Path(__file__).resolve().parent.parent
 
 THESES = ("oss-parity", "eu-ai-act-delay", "ev-share-eu")
 PROPOSALS = [  # cycled: varied types, directions, strengths; some trigger candidates
@@ -74,11 +79,20 @@ def first_sentence(text: str) -> str:
 
 def seed(engine: Engine, items: Sequence[SeedArticle], *, theses: Sequence[str] = THESES,
          feed: str = "wire", story_of: dict[int, int] | None = None,
-         proposals: Sequence[dict[str, Any]] = PROPOSALS) -> list[int]:
-    """Articles × theses → label ids, each label pending review. `story_of` maps an item index to
-    the index of an earlier item whose story it joins (copies of one event)."""
+         proposals: Sequence[dict[str, Any]] = PROPOSALS,
+         theses_file: ThesesFile | None = None) -> list[int]:
+    """Articles × theses → label ids (article-major), each label pending review.
+
+    Articles and routed pairs are stored, then stage 5 (`label_pending`) labels every pair through
+    the scripted backend, so labels, llm_calls and pair states are exactly what stage 5 writes.
+    `story_of` maps an item index to the index of an earlier item whose story it joins.
+    """
     now = datetime.now(UTC)
-    label_ids: list[int] = []
+    config = theses_file or load_theses(ROOT / "theses.toml")
+    config = config.model_copy(update={"thesis": [t for t in config.thesis if t.id in theses]})
+    triggers = {t.id: [tr.id for tr in t.trigger] for t in config.thesis}
+    answers: dict[int, Label] = {}
+    pair_order: list[int] = []
     with write(engine) as conn:
         feed_id = conn.execute(select(feeds.c.id).where(feeds.c.name == feed)).scalar()
         if feed_id is None:
@@ -87,7 +101,7 @@ def seed(engine: Engine, items: Sequence[SeedArticle], *, theses: Sequence[str] 
                 enabled=True, consecutive_errors=0, error_count=0, created_at=now,
                 last_status=200, last_polled_at=now)).inserted_primary_key[0]
         article_stories: list[int] = []
-        k = conn.execute(select(labels.c.id).order_by(labels.c.id.desc())).scalar() or 0
+        k = conn.execute(select(func.count()).select_from(pairs)).scalar() or 0
         for i, a in enumerate(items):
             if story_of and i in story_of:
                 story_id = article_stories[story_of[i]]
@@ -96,24 +110,29 @@ def seed(engine: Engine, items: Sequence[SeedArticle], *, theses: Sequence[str] 
             article_stories.append(story_id)
             sha = hashlib.sha256(a.text.encode()).hexdigest()
             article_id = conn.execute(articles.insert().values(
-                url=a.url, canonical_url=a.url, title=a.title, site_name=a.site_name,
-                published=a.published, text=a.text, text_sha256=sha, extracted_from="page",
-                story_id=story_id, feed_id=feed_id, created_at=now)).inserted_primary_key[0]
+                url=a.url, canonical_url=f"{a.url}#{sha[:8]}", title=a.title,
+                site_name=a.site_name, published=a.published, text=a.text, text_sha256=sha,
+                extracted_from="page", story_id=story_id, feed_id=feed_id,
+                created_at=now)).inserted_primary_key[0]
             for j, thesis in enumerate(theses):
                 k += 1
                 fields = dict(proposals[(i + j) % len(proposals)])
-                if fields["relevant"] and k % 9 == 0:
-                    fields["trigger"] = TRIGGERS.get(thesis, "above-85")
-                label = Label(**fields, confidence=round(0.5 + (k * 37 % 50) / 100, 2),
-                              rationale=f"Proposal {k}: the article reports on {a.title[:60]}.",
-                              quotes=[first_sentence(a.text)] if fields["relevant"] else [])
+                if fields["relevant"] and k % 9 == 0 and triggers.get(thesis):
+                    fields["trigger"] = triggers[thesis][0]
                 pair_id = conn.execute(pairs.insert().values(
-                    article_id=article_id, thesis_id=thesis, state="labeled", route_score=1.0,
+                    article_id=article_id, thesis_id=thesis, state="pending", route_score=1.0,
                     created_at=now, updated_at=now)).inserted_primary_key[0]
-                label_ids.append(conn.execute(labels.insert().values(
-                    pair_id=pair_id, article_id=article_id, thesis_id=thesis,
-                    cache_key=hashlib.sha256(f"{sha}:{thesis}:seed".encode()).hexdigest(),
-                    **label.model_dump(mode="json"), backend="scripted", model="scripted",
-                    prompt_hash="0" * 64, schema_hash="0" * 64, thesis_hash="0" * 64,
-                    review_state="pending", version=1, created_at=now)).inserted_primary_key[0])
-    return label_ids
+                pair_order.append(pair_id)
+                answers[pair_id] = Label(
+                    **fields, confidence=round(0.5 + (k * 37 % 50) / 100, 2),
+                    rationale=f"Proposal {k}: the article reports on {a.title[:60]}.",
+                    quotes=[first_sentence(a.text)] if fields["relevant"] else [])
+    thesis_of = {pid: theses[n % len(theses)] for n, pid in enumerate(pair_order)}
+    # label_pending takes pending pairs thesis by thesis, oldest first: script answers that way
+    script = [answers[pid] for pid in sorted(pair_order, key=lambda p: (thesis_of[p], p))]
+    counts = label_pending(engine, config, ScriptedBackend(script))
+    assert counts.labeled == len(pair_order), counts
+    with engine.connect() as conn:
+        by_pair = dict(conn.execute(select(labels.c.pair_id, labels.c.id)
+                                    .where(labels.c.pair_id.in_(pair_order))).all())
+    return [by_pair[p] for p in pair_order]

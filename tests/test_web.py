@@ -87,10 +87,11 @@ def test_item_page_shows_everything_an_editor_needs(desk):
     assert 'id="other-labels"' in html and html.count('href="/item/') >= 2
     assert "This is the only copy" not in html  # article 1 has a second copy (article 6)
     assert "%.2f" % row.confidence in html and "Proposal" in html  # confidence, rationale
-    assert "LLM calls (0)" in html
+    assert "LLM calls (1)" in html  # stage 5's call through the scripted backend
     assert set(forms(html)) >= {"approve-form", "reject-form", "skip-form", "correct-form",
                                 "undo-form", "logout-form"}
-    assert c.get(f"/item/{row.id}/calls").status_code == 200
+    calls = c.get(f"/item/{row.id}/calls")
+    assert calls.status_code == 200 and "Attempt 1" in calls.text and "scripted" in calls.text
     assert c.get("/item/99999").status_code == 404
 
 
@@ -255,3 +256,15 @@ def test_hostile_text_is_escaped(engine):
         page = c.get(path).text
         assert not re.search(r"<script(?![^>]*\bsrc=)", page), path
         assert not re.search(r"<[^>]+\son\w+\s*=", page), path
+
+
+def test_highlight_matches_quotes_like_the_grounding_check():
+    from classifier.web.templating import highlight, safe_href
+    segs = highlight("He said \u201chello   world\u201d \u2014 then left. Again he said",
+                     ['said "hello world" - then', "he said", ""])
+    assert [s for s, q in segs if q] == ["said \u201chello   world\u201d \u2014 then", "he said"]
+    assert "".join(s for s, _ in segs).startswith("He said")
+    assert safe_href("https://example.org/a?b=1") == "https://example.org/a?b=1"
+    for bad in ("javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:x", "java\tscript:x",
+                "data:text/html,x", "//evil.example", "&#106;avascript:x", "http:/x"):
+        assert safe_href(bad) is None, bad

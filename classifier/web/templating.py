@@ -34,14 +34,19 @@ def safe_href(url: str | None) -> str | None:
     return url if parts.scheme.lower() in ("http", "https") and parts.netloc else None
 
 
+# quotes are checked after normalising whitespace, quote marks and dashes: match them the same way
+_QUOTE_CHARS, _DASH_CHARS = "\"'\u201c\u201d\u2018\u2019\u00ab\u00bb", "-\u2013\u2014\u2212"
+_LOOSE = {" ": r"\s+", **{c: f"[{re.escape(_QUOTE_CHARS)}]" for c in _QUOTE_CHARS},
+          **{c: f"[{re.escape(_DASH_CHARS)}]" for c in _DASH_CHARS}}
+
+
 def highlight(text: str, quotes: list[str] | None) -> list[tuple[str, bool]]:
     """Article text, quotes → segments (text, is_quote); quotes match whitespace-normalised."""
     spans: list[tuple[int, int]] = []
     for q in quotes or []:
-        words = q.split()
-        if not words:
+        if not q.split():
             continue
-        pattern = r"\s+".join(re.escape(w) for w in words)
+        pattern = "".join(_LOOSE.get(ch, re.escape(ch)) for ch in " ".join(q.split()))
         spans += [(m.start(), m.end()) for m in re.finditer(pattern, text)]
     spans.sort()
     merged: list[list[int]] = []
