@@ -95,7 +95,8 @@ def show(env: Env, thesis_id: str | None) -> None:
               else "stated in theses.toml")
     out.print(f"[bold]{t.id}[/bold]  {t.title}")
     out.print(f"prior {_pct(r.prior)} ({source})   current {_pct(cur)}   "
-              f"suggested [bold]{_pct(r.suggested)}[/bold]   (log-odds {r.log_odds_change:+.3f})")
+              f"suggested [bold]{_pct(r.suggested)}[/bold]   (log-odds {r.log_odds_change:+.3f})",
+              soft_wrap=True)
     if r.lines:
         out.print("log-odds  LR     type/direction/strength            date        story  title")
         for ln in r.lines:
@@ -112,10 +113,11 @@ def show(env: Env, thesis_id: str | None) -> None:
         arrow = "above" if d.direction == "up" else "below"
         if d.reached:
             out.print(f"trigger {d.trigger_id} ({arrow} {_pct(d.to)}): [bold]reached[/bold] by "
-                      "the suggestion (a person decides whether the condition holds)")
+                      "the suggestion (a person decides whether the condition holds)",
+                      soft_wrap=True)
         else:
             out.print(f"trigger {d.trigger_id} ({arrow} {_pct(d.to)}): {d.log_odds:.2f} log-odds "
-                      f"away, about {d.direct_strong_items:.1f} direct-strong items")
+                      f"away, about {d.direct_strong_items:.1f} direct-strong items", soft_wrap=True)
 
 
 @ledger.command("apply")
