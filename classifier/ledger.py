@@ -182,9 +182,21 @@ def ledger_table(thesis: ThesisConfig, theses_file: ThesesFile | None = None) ->
     return LedgerTable(likelihood_ratios=ratios, circumstantial_cap=cap)
 
 
+def _weight(e: Evidence, table: LedgerTable) -> float:
+    """Evidence → |log LR| (0 for neutral), from the base ratio so that ties are exact."""
+    if e.direction is Direction.NEUTRAL:
+        return 0.0
+    return math.log(table.likelihood_ratios[f"{e.evidence_type.value}.{e.strength.value}"])
+
+
+def _signed(e: Evidence, table: LedgerTable) -> float:
+    """Evidence → its log LR: +weight supports, −weight undermines, 0 neutral."""
+    return -_weight(e, table) if e.direction is Direction.UNDERMINES else _weight(e, table)
+
+
 def _strongest_first(e: Evidence, table: LedgerTable) -> tuple[float, int, datetime, int]:
-    log_lr = abs(math.log(table.lr(e.evidence_type, e.strength, e.direction)))
-    return (-log_lr, 0 if e.evidence_type is EvidenceType.DIRECT else 1, e.approved_at, e.label_id)
+    return (-_weight(e, table), 0 if e.evidence_type is EvidenceType.DIRECT else 1,
+            as_utc(e.approved_at), e.label_id)
 
 
 def compute_ledger(thesis: ThesisConfig, items: Iterable[Evidence], *, prior: float,
@@ -222,8 +234,7 @@ def compute_ledger(thesis: ThesisConfig, items: Iterable[Evidence], *, prior: fl
         counted = [e for e in after if chosen[e.label_id] == "" and e.direction is d]
         if any(e.evidence_type is EvidenceType.DIRECT for e in counted):
             continue
-        raw = sum(abs(math.log(table.lr(e.evidence_type, e.strength, e.direction)))
-                  for e in counted)
+        raw = sum(_weight(e, table) for e in counted)
         if raw > table.circumstantial_cap:
             scale[d] = table.circumstantial_cap / raw
             capped[d.value] = raw
@@ -232,7 +243,7 @@ def compute_ledger(thesis: ThesisConfig, items: Iterable[Evidence], *, prior: fl
     total = 0.0
     for e in after:
         lr = table.lr(e.evidence_type, e.strength, e.direction)
-        log_lr = math.log(lr)
+        log_lr = _signed(e, table)
         note = chosen[e.label_id]
         counted = note == ""
         contribution = 0.0
@@ -267,6 +278,46 @@ def trigger_distances(thesis: ThesisConfig, probability: float,
     return out
 
 
+class _Running:
+    """The ledger's log-odds change, updated one approval at a time (same rules as compute_ledger).
+
+    Adding an item costs O(1), so a timeline over n approvals is O(n), not n full recomputes.
+    """
+
+    def __init__(self, table: LedgerTable, absorbed: set[str]) -> None:
+        self.table, self.absorbed = table, absorbed
+        self.best: dict[str, Evidence] = {}
+        self.direct_count = {Direction.SUPPORTS: 0, Direction.UNDERMINES: 0}
+        self.direct_sum = 0.0
+        self.circumstantial = {Direction.SUPPORTS: 0.0, Direction.UNDERMINES: 0.0}
+
+    def _count(self, e: Evidence, sign: int) -> None:
+        if e.direction is Direction.NEUTRAL:
+            return
+        if e.evidence_type is EvidenceType.DIRECT:
+            self.direct_count[e.direction] += sign
+            self.direct_sum += sign * _signed(e, self.table)
+        else:
+            self.circumstantial[e.direction] += sign * _weight(e, self.table)
+
+    def add(self, e: Evidence) -> None:
+        if e.story in self.absorbed:
+            return
+        held = self.best.get(e.story)
+        if held is None or _strongest_first(e, self.table) < _strongest_first(held, self.table):
+            if held is not None:
+                self._count(held, -1)
+            self.best[e.story] = e
+            self._count(e, +1)
+
+    def log_odds(self) -> float:
+        total = self.direct_sum
+        for d, sign in ((Direction.SUPPORTS, 1.0), (Direction.UNDERMINES, -1.0)):
+            raw = self.circumstantial[d]
+            total += sign * (raw if self.direct_count[d] else min(raw, self.table.circumstantial_cap))
+        return total
+
+
 def running_values(thesis: ThesisConfig, items: Sequence[Evidence],
                    history: Sequence[HistoryPoint], *, table: LedgerTable) -> list[TimelinePoint]:
     """All evidence and the applied history → the ledger's value after each approval, per segment.
@@ -274,21 +325,23 @@ def running_values(thesis: ThesisConfig, items: Sequence[Evidence],
     Each applied probability starts a new segment whose prior is that value; within a segment
     the value after an approval is the ledger over the evidence approved up to then.
     """
-    anchors: list[tuple[datetime | None, float, str]] = [(None, thesis.probability, "theses.toml")]
-    anchors += [(as_utc(h.created_at), h.to_probability, "applied") for h in history]
+    anchors: list[tuple[datetime | None, float]] = [(None, thesis.probability)]
+    anchors += [(as_utc(h.created_at), h.to_probability) for h in history]
     ordered = sorted(items, key=lambda e: (as_utc(e.approved_at), e.label_id))
     points: list[TimelinePoint] = []
-    for i, (start, prior, source) in enumerate(anchors):
+    for i, (start, prior) in enumerate(anchors):
         end = anchors[i + 1][0] if i + 1 < len(anchors) else None
         if start is not None:
             points.append(TimelinePoint(at=start, probability=prior))
-        for j, e in enumerate(ordered):
+        absorbed = {e.story for e in ordered if start is not None and as_utc(e.approved_at) <= start}
+        running = _Running(table, absorbed)
+        for e in ordered:
             at = as_utc(e.approved_at)
             if (start is not None and at <= start) or (end is not None and at > end):
                 continue
-            result = compute_ledger(thesis, ordered[: j + 1], prior=prior, table=table,
-                                    since=start, prior_source=source)
-            points.append(TimelinePoint(at=at, probability=result.suggested, label_id=e.label_id))
+            running.add(e)
+            points.append(TimelinePoint(at=at, probability=expit(logit(prior) + running.log_odds()),
+                                        label_id=e.label_id))
     return points
 
 

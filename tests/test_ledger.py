@@ -283,3 +283,30 @@ direction = "down"
 to = 0.60
 condition = "falls behind"
 """
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_running_values_agree_with_full_recomputation(seed):
+    # the timeline's incremental ledger and compute_ledger follow the same rules, on random data
+    import random
+    rnd = random.Random(seed)
+    n = rnd.randint(1, 40)
+    items = [ev(i, rnd.choice(["direct", "circumstantial"]),
+                rnd.choice(["supports", "undermines", "neutral"]),
+                rnd.choice(["weak", "moderate", "strong"]), story=rnd.randint(1, max(1, n // 3)),
+                minutes=i) for i in range(1, n + 1)]
+    cut = rnd.randint(0, n + 1)
+    history = [] if cut == 0 else [ledger.HistoryPoint(
+        id=1, thesis_id=THESIS.id, from_probability=0.75, to_probability=0.6, user_name="ed",
+        created_at=T0 + timedelta(minutes=cut, seconds=30))]
+    points = [p for p in ledger.running_values(THESIS, items, history, table=TABLE)
+              if p.label_id is not None]
+    since = history[0].created_at if history else None
+    prior = 0.6 if history else 0.75
+    for k, p in enumerate(points):
+        upto = [e for e in items if e.approved_at <= p.at]
+        if since is not None and p.at <= since:  # a point of the first segment
+            full = compute_ledger(THESIS, upto, prior=0.75, table=TABLE)
+        else:
+            full = compute_ledger(THESIS, upto, prior=prior, table=TABLE, since=since)
+        assert p.probability == pytest.approx(full.suggested, abs=1e-12), (seed, k)
