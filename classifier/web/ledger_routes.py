@@ -132,7 +132,11 @@ def timeline_svg(thesis: ThesisConfig, history: list[ledger.HistoryPoint],
     out.append(f'<path class="ledger-line" d="{"".join(path)}" fill="none" '
                f'stroke="{LEDGER_COLOUR}" stroke-width="1.8" stroke-dasharray="6 3"/>')
     out += dots
-    out.append(f'<text x="{W - RIGHT + 4}" y="{y(value) + 4:.1f}" font-size="11" '
+    label_y = y(value) + 4
+    for t in thesis.trigger:  # keep the ledger's label clear of the trigger labels
+        if abs(label_y - (y(t.to) + 4)) < 12:
+            label_y = y(t.to) + 4 + (12 if value < t.to else -12)
+    out.append(f'<text x="{W - RIGHT + 4}" y="{label_y:.1f}" font-size="11" '
                f'fill="{LEDGER_COLOUR}">ledger {value * 100:.1f}%</text>')
 
     legend_y = H - 8
