@@ -292,8 +292,7 @@ class Client:
             accept: str | None = None) -> Page:
         """URL (+ validators from the last poll) → Page; 304 → Page(status=304, body=b"")."""
         s = self.settings
-        deadline = time.monotonic() + s.deadline_s
-        _local.deadline = deadline
+        deadline = 0.0
         current = url
         try:
             for _hop in range(s.max_redirects + 1):
@@ -310,25 +309,30 @@ class Client:
                     headers["If-None-Match"] = etag
                 if last_modified:
                     headers["If-Modified-Since"] = last_modified
-                with self._host_slot(target), self._http.stream("GET", target,
-                                                                headers=headers) as r:
-                    location = r.headers.get("location")
-                    if r.status_code in REDIRECTS and location:
-                        current = urljoin(str(r.url), location)
-                        continue
-                    if r.status_code == 304:
-                        return Page(url=url, final_url=str(r.url), status=304,
-                                    etag=r.headers.get("etag") or etag,
-                                    last_modified=r.headers.get("last-modified") or last_modified)
-                    if not 200 <= r.status_code < 300:
-                        raise HTTPStatusError(
-                            f"HTTP {r.status_code}", url=current, status=r.status_code,
-                            retry_after=retry_after_seconds(r.headers.get("retry-after")))
-                    body = _read_capped(r, max_bytes=s.max_bytes, deadline=deadline)
-                    return Page(url=url, final_url=str(r.url), status=r.status_code,
-                                content_type=r.headers.get("content-type", ""), body=body,
-                                etag=r.headers.get("etag"),
-                                last_modified=r.headers.get("last-modified"))
+                with self._host_slot(target):
+                    if _hop == 0:
+                        # The clock starts once the host has a free slot: time spent queued
+                        # behind other requests to the same host is not this request's fault.
+                        deadline = time.monotonic() + s.deadline_s
+                        _local.deadline = deadline
+                    with self._http.stream("GET", target, headers=headers) as r:
+                        location = r.headers.get("location")
+                        if r.status_code in REDIRECTS and location:
+                            current = urljoin(str(r.url), location)
+                            continue
+                        if r.status_code == 304:
+                            return Page(url=url, final_url=str(r.url), status=304,
+                                        etag=r.headers.get("etag") or etag,
+                                        last_modified=r.headers.get("last-modified") or last_modified)
+                        if not 200 <= r.status_code < 300:
+                            raise HTTPStatusError(
+                                f"HTTP {r.status_code}", url=current, status=r.status_code,
+                                retry_after=retry_after_seconds(r.headers.get("retry-after")))
+                        body = _read_capped(r, max_bytes=s.max_bytes, deadline=deadline)
+                        return Page(url=url, final_url=str(r.url), status=r.status_code,
+                                    content_type=r.headers.get("content-type", ""), body=body,
+                                    etag=r.headers.get("etag"),
+                                    last_modified=r.headers.get("last-modified"))
             raise TooManyRedirects(f"more than {s.max_redirects} redirects", url=url)
         except FetchError as e:
             if e.url is None:

@@ -64,6 +64,11 @@ def test_fetch_then_refetch_unchanged_parses_nothing(setup) -> None:  # type: ig
     assert again["counts"]["entries_new"] == 0 and parse_count() == parses
     rows = json.loads(setup("articles", "--json").stdout)
     assert sorted(r["state"] for r in rows) == ["pending", "pending"]
+    # naming a disabled feed says why it was not polled
+    named = json.loads(setup("fetch", "--feed", "gone", "--feed", "off", "--json").stdout)
+    assert named["feeds"] == [] and "410" in named["not_polled"]["gone"]
+    assert "feeds.toml" in named["not_polled"]["off"]
+    assert "evidence feeds --enable gone" in setup("fetch", "--feed", "gone").stderr
 
 
 def test_feeds_shows_health_and_enable_clears_a_disable(setup) -> None:  # type: ignore[no-untyped-def]

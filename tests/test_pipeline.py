@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,52 @@ def test_run_once_ends_every_entry_in_a_stored_state(engine: Engine, stream) -> 
         after = {t.name: c.execute(select(func.count()).select_from(t)).scalar_one()
                  for t in (entries, articles, skips)}
     assert after == {**before, "skips": before["skips"] + 1}  # the bomb failed once more
+
+
+def test_one_run_over_every_fault_goes_on(engine: Engine, fault_server: FaultServer,
+                                          corpora: Path) -> None:
+    """All stage 1 faults in one run: each feed ends in its documented state, the good one works."""
+    s = fault_server
+    s.add("/page.html", pages(corpora, 1)[0], content_type="text/html; charset=utf-8")
+    s.add("/good.xml", feed(item("g1", s.url("/page.html"), "Good")))
+    s.add("/html.xml", "<!doctype html><html><body><p>not a feed</p></body></html>",
+          content_type="text/html")
+    s.add("/empty.xml", "")
+    s.add("/busy.xml", "", status=429, headers={"Retry-After": "600"})
+    in_two_hours = format_datetime(datetime.now(UTC) + timedelta(hours=2), usegmt=True)
+    s.add("/down.xml", "", status=503, headers={"Retry-After": in_two_hours})
+    s.add("/gone.xml", "", status=410)
+    s.add("/latin.xml", feed(item("l1", s.url("/page.html") + "#x", "Café")).encode("latin-1"),
+          content_type="application/rss+xml; charset=utf-8")
+    paths = {"good": "/good.xml", "html": "/html.xml", "empty": "/empty.xml", "busy": "/busy.xml",
+             "down": "/down.xml", "gone": "/gone.xml", "latin": "/latin.xml", "hang": "/hang",
+             "slow": "/slow", "bomb": "/gzip-bomb", "big": "/big", "loop": "/loop"}
+    feeds = FeedsFile(feed=[FeedConfig(name=n, url=s.url(p)) for n, p in paths.items()])
+    settings = SETTINGS.model_copy(update={"fetch": SETTINGS.fetch.model_copy(
+        update={"concurrency": 16})})
+    counts = run_once(engine, settings, feeds, ThesesFile())
+
+    from classifier.fetch import feed_health
+    health = {h["name"]: h for h in feed_health(engine)}
+    assert health["good"]["state"] == "ok" and health["good"]["entries"] == 1
+    assert health["latin"]["state"] == "ok" and health["latin"]["entries"] == 1
+    assert health["latin"]["last_error"].startswith("malformed feed")
+    assert health["gone"]["state"] == "disabled"
+    # (the address guard needs allow_private_networks off: tests/test_fetch.py covers it)
+    for name in ("html", "empty", "busy", "down", "hang", "slow", "bomb", "big", "loop"):
+        assert health[name]["state"] == "failing", name
+        assert health[name]["consecutive_errors"] == 1 and health[name]["next_poll_at"], name
+    wait = health["down"]["next_poll_at"] - datetime.now(UTC)
+    assert timedelta(minutes=115) < wait < timedelta(minutes=121)  # Retry-After as an HTTP date
+    with engine.connect() as c:
+        reasons = {r.url: (r.kind, r.reason) for r in c.execute(select(skips))
+                   if r.stage == "fetch"}
+    assert {n: reasons.get(s.url(p)) for n, p in paths.items()} == {
+        "good": None, "html": ("skip", "not_a_feed"), "empty": ("skip", "empty_body"),
+        "busy": ("failure", "http_429"), "down": ("failure", "http_503"),
+        "gone": ("failure", "http_410"), "latin": ("failure", "malformed_feed"),
+        "hang": ("failure", "deadline"), "slow": ("failure", "deadline"),
+        "bomb": ("failure", "too_large"), "big": ("failure", "too_large"),
+        "loop": ("failure", "too_many_redirects")}
+    # the two entries: one article, and the same page again under a fragment → a duplicate
+    assert counts.entries_new == 2 and counts.articles_new == 1 and counts.duplicates == 1

@@ -114,10 +114,15 @@ def fetch(env: Env, feed_names: tuple[str, ...], poll_all: bool) -> None:
         counts, results = fetch_once(env.engine, env.settings, env.feeds,
                                      feed_names=feed_names or None, force=poll_all,
                                      progress=progress)
+    not_polled = _not_polled(env, feed_names, results)
     if env.as_json:
         env.emit({"counts": counts.model_dump(mode="json"),
-                  "feeds": [r.model_dump(mode="json") for r in results]})
+                  "feeds": [r.model_dump(mode="json") for r in results],
+                  "not_polled": not_polled})
         return
+    for name, why in not_polled.items():
+        env.console.print(f"{name}: not polled: {why}", markup=False, highlight=False,
+                          soft_wrap=True)
     if env.quiet:
         return
     t = Table(title=f"fetch: {len(results)} feed(s) polled")
@@ -127,9 +132,24 @@ def fetch(env: Env, feed_names: tuple[str, ...], poll_all: bool) -> None:
         t.add_row(r.feed, r.outcome, str(r.status or "-"), str(r.entries_new), str(r.entries_seen),
                   (r.detail or "")[:100])
     _stdout().print(t)
-    if not results:
+    if not results and not feed_names:
         env.console.print("no feed is due; `evidence feeds` shows when each is next polled, "
                           "`--all` polls now")
+
+
+def _not_polled(env: Env, names: tuple[str, ...], results: list[Any]) -> dict[str, str]:
+    """Feeds named on the command line that were not polled → why (disabled, and how to undo)."""
+    polled = {r.feed for r in results}
+    missing = [n for n in names if n not in polled]
+    if not missing:
+        return {}
+    why = {}
+    for h in feed_health(env.engine):
+        if h["name"] in missing:
+            why[h["name"]] = (f"disabled ({h['disabled_reason']}); `evidence feeds --enable "
+                              f"{h['name']}` clears it" if h["disabled_reason"]
+                              else "enabled = false in feeds.toml")
+    return why
 
 
 # ---------------------------------------------------------------------------------------------
