@@ -311,11 +311,16 @@ class DeliveryLoop:
             self.thread.start()
         return self
 
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """Ask the loop to end after the current pass and wait for it."""
+    def stop(self, timeout_s: float = 15.0, *, flush: bool = True) -> None:
+        """End the loop after its current pass; with `flush`, one last pass for what is due now."""
         self._stop.set()
         if self.thread.is_alive():
             self.thread.join(timeout_s)
+        if flush and self.alerts:
+            try:
+                deliver_pending(self.engine, self.alerts)
+            except Exception:
+                log.exception("final webhook delivery pass failed")
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -70,7 +70,10 @@ def worker(env: Env, stages: str, concurrency: int, backend: str | None, lease_s
     signal.signal(signal.SIGINT, _graceful)
     env.console.print(f"worker {w.worker_id}: stages {','.join(names)}, "
                       f"concurrency {concurrency}, lease {lease_s:g}s")
+    from classifier.alerts import DeliveryLoop  # trigger alerts from what this worker labels
+    alerts_loop = DeliveryLoop(env.engine, env.feeds.alert).start()
     counts = w.run(until_idle=until_idle)
+    alerts_loop.stop()
     if not env.quiet:
         env.console.print("stopped: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                                          or "nothing done"))
