@@ -293,8 +293,11 @@ def _thesis(theses: ThesesFile, row: PairRow) -> ThesisConfig:
 def label_pending(engine: Engine, theses: ThesesFile, backend: Backend, *,
                   limit: int | None = None, thesis_id: str | None = None,
                   budget_usd: float | None = None, settings: LabelSettings | None = None,
-                  progress: Callable[[PairRow, PairResult], None] | None = None) -> LabelCounts:
-    """Pending pairs → labels; stops cleanly at the budget or when the backend is down."""
+                  progress: Callable[[str, int, int], None] | None = None) -> LabelCounts:
+    """Pending pairs → labels; stops cleanly at the budget or when the backend is down.
+
+    progress("label", done, total) is called as pairs finish (the pipeline's progress shape).
+    """
     settings = settings or LabelSettings()
     price = price_of(backend.model, backend.name, settings.prices)
     if budget_usd is not None and price is None:
@@ -303,6 +306,8 @@ def label_pending(engine: Engine, theses: ThesesFile, backend: Backend, *,
     with engine.connect() as conn:
         rows = pending_pairs(conn, thesis_id=thesis_id, limit=limit)
     counts: dict[str, Any] = {"selected": len(rows)}
+    if progress:
+        progress("label", 0, len(rows))
     spent = 0.0
     transport_in_a_row = 0
     for i, row in enumerate(rows):
@@ -332,7 +337,7 @@ def label_pending(engine: Engine, theses: ThesesFile, backend: Backend, *,
         counts["tokens_out"] = counts.get("tokens_out", 0) + sum(c.tokens_out for c in result.calls)
         counts["cost_usd"] = spent
         if progress:
-            progress(row, result)
+            progress("label", i + 1, len(rows))
         transport_in_a_row = transport_in_a_row + 1 if result.outcome == "deferred" else 0
         if transport_in_a_row >= settings.stop_after_transport_failures:
             counts["stopped"] = (f"backend failing: {transport_in_a_row} pairs in a row hit "

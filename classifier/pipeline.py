@@ -227,7 +227,12 @@ def run_once(engine: Engine, settings: Settings, feeds: FeedsFile, theses: These
         routed, unrouted = route_new_articles(engine, theses, feeds, run_id=run_id,
                                               router=router or Router(settings.route))
         counts.update(pairs_routed=routed, pairs_skipped=unrouted)
-        # 5  label is added here by its issue.
+        # 5  label: pending pairs → labels queued for review, or pair 'failed' (no backend: later)
+        if backend is not None:
+            from classifier.label import label_pending
+            lab = label_pending(engine, theses, backend, limit=label_limit, budget_usd=budget_usd,
+                                settings=settings.label, progress=progress)
+            counts.update(labels_new=lab.labeled, labels_failed=lab.failed)
     except BaseException:
         finish_run(engine, run_id, RunCounts(**counts), status="failed")
         raise
