@@ -7,6 +7,7 @@ can speak to are scored (see `GoldTarget.scored`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections import defaultdict
@@ -30,6 +31,7 @@ def corpora_dir(path: str | Path | None = None) -> Path:
     return p
 
 
+@functools.lru_cache(maxsize=65536)  # many rows share a claim: one validated thesis each
 def claim_thesis(prefix: str, claim: str, *, scope: str) -> ThesisConfig:
     """A dataset's claim → a thesis whose statement is the claim (stable id from its text)."""
     digest = hashlib.sha256(claim.encode()).hexdigest()[:12]
@@ -54,8 +56,9 @@ def stratified_sample(items: Sequence[EvalItem], n: int | None, seed: int) -> li
     alloc = np.floor(quota).astype(int)
     if n >= len(keys):
         alloc = np.maximum(alloc, 1)
-    while alloc.sum() > n:  # the at-least-one rule overshot: take back from the largest
-        alloc[int(np.argmax(alloc - quota))] -= 1
+    while alloc.sum() > n:  # the at-least-one rule overshot: take back where it is most over quota
+        over = np.where(alloc > 1, alloc - quota, -np.inf)
+        alloc[int(np.argmax(over))] -= 1
     order = np.argsort(-(quota - alloc), kind="stable")
     i = 0
     while alloc.sum() < n:
@@ -99,5 +102,10 @@ def load_dataset(name: str, *, sample: int | None = None, seed: int = 0,
     reg = _registry()
     if name not in reg:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    items = reg[name][0](corpora_dir(corpora))
+    items = _load_all(name, corpora_dir(corpora))
     return stratified_sample(items, sample, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_all(name: str, folder: Path) -> tuple[EvalItem, ...]:
+    return tuple(_registry()[name][0](folder))
