@@ -431,29 +431,40 @@ def check_editor(conn: Connection, user_name: str) -> None:
 
 
 def apply_probability(conn: Connection, thesis: ThesisConfig, *, to: float, user_name: str,
-                      note: str, theses_file: ThesesFile | None = None) -> HistoryPoint:
-    """Editor's choice → a probability_history row (who, when, from, to, why) and theses row."""
+                      note: str, theses_file: ThesesFile | None = None,
+                      expected_from: float | None = None) -> HistoryPoint:
+    """Editor's choice → a probability_history row (who, when, from, to, why) and theses row.
+
+    `expected_from` is the current probability the editor's form showed: if someone applied a
+    value since, the change is refused instead of silently recording a stale "from".
+    """
     if not 0.0 < to < 1.0:
         raise LedgerError(f"probability must be strictly between 0 and 1, got {to}")
     if not note.strip():
         raise LedgerError("a note saying why is required to change a probability")
     check_editor(conn, user_name)
-    result = ledger_for(conn, thesis, theses_file)
     now = utcnow()
+    # Lock the thesis row first (FOR UPDATE on PostgreSQL; SQLite's write transaction is already
+    # exclusive) so two editors applying at once are serialised and the second sees the first.
+    row = conn.execute(select(theses.c.id).where(theses.c.id == thesis.id)
+                       .with_for_update()).first()
+    if row is None:
+        conn.execute(insert(theses).values(
+            id=thesis.id, title=thesis.title, content_hash=thesis.content_hash,
+            initial_probability=thesis.probability, probability=thesis.probability,
+            updated_at=now))
+    result = ledger_for(conn, thesis, theses_file)
     from_p = result.prior
+    if expected_from is not None and abs(from_p - expected_from) > 1e-9:
+        raise LedgerError(f"the probability of {thesis.id} changed to {from_p:.1%} since your "
+                          f"page showed {expected_from:.1%}; reload it and decide again")
     counted = [ln.evidence.label_id for ln in result.lines if ln.counted]
     new_id = conn.execute(insert(probability_history).values(
         thesis_id=thesis.id, from_probability=from_p, to_probability=to,
         suggested_probability=result.suggested, user_name=user_name, note=note.strip(),
         evidence=counted, created_at=now).returning(probability_history.c.id)).scalar_one()
-    exists = conn.execute(select(theses.c.id).where(theses.c.id == thesis.id)).first()
-    if exists:
-        conn.execute(update(theses).where(theses.c.id == thesis.id)
-                     .values(probability=to, updated_at=now))
-    else:
-        conn.execute(insert(theses).values(
-            id=thesis.id, title=thesis.title, content_hash=thesis.content_hash,
-            initial_probability=thesis.probability, probability=to, updated_at=now))
+    conn.execute(update(theses).where(theses.c.id == thesis.id)
+                 .values(probability=to, updated_at=now))
     return HistoryPoint(id=new_id, thesis_id=thesis.id, from_probability=from_p,
                         to_probability=to, suggested_probability=result.suggested,
                         user_name=user_name, note=note.strip(), created_at=now)

@@ -76,3 +76,18 @@ def test_signed_out_apply_is_refused(desk):
                follow_redirects=False)
     assert r.status_code in (401, 403)
     assert theses().get("oss-parity").probability == 0.75
+
+
+def test_a_stale_apply_form_is_refused(desk):
+    ann = login(desk.client(), "ann")
+    bob = login(desk.client(), "bob")
+    form_a = forms(ann.get("/thesis/oss-parity").text)["apply-form"]
+    form_b = forms(bob.get("/thesis/oss-parity").text)["apply-form"]
+    assert form_a["current"] == "0.75"
+    r = ann.post(form_a["__action__"], data={**form_a, "percent": "85", "note": "first"},
+                 follow_redirects=False)
+    assert r.status_code == 303
+    r = bob.post(form_b["__action__"], data={**form_b, "percent": "60", "note": "second"})
+    assert r.status_code == 409 and "changed to 85.0%" in r.text
+    with desk.engine.connect() as conn:
+        assert [h.to_probability for h in ledger.load_history(conn, "oss-parity")] == [0.85]

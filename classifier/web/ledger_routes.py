@@ -50,7 +50,8 @@ register_thesis_panel("ledger_panel.html", panel_context)
 @router.post("/thesis/{thesis_id}/apply")
 def apply(request: Request, thesis_id: str, user: EditorUser,
           percent: Annotated[float, Form(gt=0, lt=100)],
-          note: Annotated[str, Form(max_length=2000)]) -> Response:
+          note: Annotated[str, Form(max_length=2000)],
+          current: Annotated[float | None, Form(gt=0, lt=1)] = None) -> Response:
     """Apply form (percent, note) → a probability_history row; back to the thesis page."""
     desk = request.app.state.desk
     try:
@@ -60,10 +61,12 @@ def apply(request: Request, thesis_id: str, user: EditorUser,
     try:
         with write(desk.engine) as conn:
             ledger.apply_probability(conn, thesis, to=round(percent / 100.0, 6),
-                                     user_name=user.name, note=note, theses_file=desk.theses)
+                                     user_name=user.name, note=note, theses_file=desk.theses,
+                                     expected_from=current)
     except LedgerError as e:
+        status = 409 if "changed" in str(e) else 422
         return render(request, "error.html", {"title": "Not applied", "message": str(e),
-                                              "status": 422}, status_code=422)
+                                              "status": status}, status_code=status)
     return RedirectResponse(f"/thesis/{quote(thesis_id)}?applied=1#ledger", status_code=303)
 
 
