@@ -44,6 +44,7 @@ def _register() -> None:
     from classifier.cli import routecmd  # noqa: F401
     from classifier.cli import ledgercmd  # noqa: F401
     from classifier.cli import evalcmd  # noqa: F401
+    from classifier.cli import labelcmd  # noqa: F401
 
 
 _register()
