@@ -21,10 +21,10 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
-from urllib.parse import urljoin
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urljoin
 
 import feedparser
 from sqlalchemy import Connection, Engine, func, insert, or_, select, update
@@ -244,7 +244,8 @@ def _skip_row(conn: Connection, *, kind: str, reason: str, detail: str, feed: An
                                       run_id=run_id, created_at=now))
 
 
-def insert_entries(conn: Connection, feed_id: int, items: Sequence[FeedEntry], now: datetime) -> int:
+def insert_entries(conn: Connection, feed_id: int, items: Sequence[FeedEntry],
+                   now: datetime) -> int:
     """Entries of one feed → how many were new (unique (feed_id, guid): a re-poll adds none)."""
     if not items:
         return 0
@@ -315,8 +316,8 @@ def store_poll(conn: Connection, feed: Any, outcome: PollOutcome, settings: Fetc
     else:
         values["next_poll_at"] = now + _backoff(errors, settings)
     if result != "disabled" and errors >= settings.disable_after_errors:
-        values.update(disabled_reason=f"{errors} consecutive failures; last: {values['last_error']}",
-                      next_poll_at=None)
+        reason = f"{errors} consecutive failures; last: {values['last_error']}"
+        values.update(disabled_reason=reason, next_poll_at=None)
         result = "disabled"
     conn.execute(update(feeds).where(feeds.c.id == feed.id).values(**values))
     return PollResult(feed=feed.name, outcome=result, status=outcome.status,
@@ -354,7 +355,8 @@ def feed_health(engine: Engine, *, now: datetime | None = None) -> list[dict[str
         else:
             state = "ok"
         out.append({
-            "name": r.name, "url": r.url, "state": state, "last_polled_at": as_utc(r.last_polled_at),
+            "name": r.name, "url": r.url, "state": state,
+            "last_polled_at": as_utc(r.last_polled_at),
             "last_status": r.last_status, "last_error": r.last_error,
             "consecutive_errors": r.consecutive_errors, "error_count": r.error_count,
             "disabled_reason": r.disabled_reason,

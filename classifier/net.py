@@ -33,8 +33,15 @@ import httpx
 
 from classifier import USER_AGENT
 from classifier.config import NetSettings
-from classifier.errors import (BadScheme, BlockedAddress, Deadline, FetchError, HTTPStatusError,
-                               TooLarge, TooManyRedirects)
+from classifier.errors import (
+    BadScheme,
+    BlockedAddress,
+    Deadline,
+    FetchError,
+    HTTPStatusError,
+    TooLarge,
+    TooManyRedirects,
+)
 from classifier.records import Page
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -323,7 +330,8 @@ class Client:
                         if r.status_code == 304:
                             return Page(url=url, final_url=str(r.url), status=304,
                                         etag=r.headers.get("etag") or etag,
-                                        last_modified=r.headers.get("last-modified") or last_modified)
+                                        last_modified=(r.headers.get("last-modified")
+                                                       or last_modified))
                         if not 200 <= r.status_code < 300:
                             raise HTTPStatusError(
                                 f"HTTP {r.status_code}", url=current, status=r.status_code,

@@ -77,7 +77,7 @@ def finish_run(engine: Engine, run_id: int, counts: RunCounts, *, status: str = 
 def fetch_feeds(engine: Engine, client: Client, settings: Settings, *,
                 feed_names: Sequence[str] | None = None, force: bool = False,
                 run_id: int | None = None, progress: Progress | None = None) -> list[PollResult]:
-    """Due feeds (or the named ones, or all with force) → one PollResult each, polled in parallel."""
+    """Due feeds (or the named ones, or all with force) → a PollResult each, polled in parallel."""
     due = due_feeds(engine, names=feed_names, force=force)
     results: list[PollResult] = []
     if progress:
@@ -104,7 +104,7 @@ def entry_record(row: Any, feed_name: str) -> FeedEntry:
 
 
 def work_entry(client: Client, entry: FeedEntry, settings: ExtractSettings) -> EntryResult:
-    """FeedEntry → Article | Skip | EntryFailure: fetch its page (summary if that fails), extract."""
+    """FeedEntry → Article | Skip | EntryFailure: fetch its page (else the summary), extract."""
     from classifier.extract import extract  # stage 2 (imported late: trafilatura is heavy)
 
     page, page_error = None, None
@@ -147,7 +147,8 @@ def pending_entries(engine: Engine, *, limit: int | None = None,
                     now: datetime | None = None) -> list[tuple[Any, str]]:
     """→ (entries row, feed name) for entries in state 'pending' that no worker holds."""
     now = now or utcnow()
-    q = (select(entries, feeds.c.name.label("feed_name")).join(feeds, feeds.c.id == entries.c.feed_id)
+    q = (select(entries, feeds.c.name.label("feed_name"))
+         .join(feeds, feeds.c.id == entries.c.feed_id)
          .where(entries.c.state == "pending",
                 or_(entries.c.lease_until.is_(None), entries.c.lease_until < now))
          .order_by(entries.c.id))

@@ -183,7 +183,8 @@ class FaultServer:
             extra["Last-Modified"] = r.last_modified
         if r.status == 200 and (r.etag or r.last_modified):
             inm, ims = req.get("if-none-match"), req.get("if-modified-since")
-            if (r.etag and inm == r.etag) or (not r.etag and r.last_modified and ims == r.last_modified):
+            by_date = not r.etag and r.last_modified and ims == r.last_modified
+            if (r.etag and inm == r.etag) or by_date:
                 self._send(h, 304, b"", "", extra)
                 return
         self._send(h, r.status, r.body, r.content_type, extra)

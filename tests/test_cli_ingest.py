@@ -35,7 +35,8 @@ def setup(tmp_path: Path, fault_server: FaultServer, corpora: Path, db_url: str)
         f'[[feed]]\nname = "gone"\nurl = "{s.url("/gone.xml")}"\n\n'
         f'[[feed]]\nname = "off"\nurl = "{s.url("/news.xml")}"\nenabled = false\n')
     (tmp_path / "theses.toml").write_text("")
-    (tmp_path / "evidence.toml").write_text("[net]\nallow_private_networks = true\ndeadline_s = 3\n")
+    (tmp_path / "evidence.toml").write_text(
+        "[net]\nallow_private_networks = true\ndeadline_s = 3\n")
     base = ["--db", db_url, "--config", str(tmp_path / "evidence.toml"),
             "--feeds", str(tmp_path / "feeds.toml"), "--theses", str(tmp_path / "theses.toml")]
 

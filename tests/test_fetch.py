@@ -11,8 +11,15 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from classifier.config import FeedConfig, FeedsFile, FetchSettings, NetSettings, Settings
-from classifier.fetch import (due_feeds, enable_feed, feed_health, parse_count, parse_feed,
-                              poll_feed, sync_feeds)
+from classifier.fetch import (
+    due_feeds,
+    enable_feed,
+    feed_health,
+    parse_count,
+    parse_feed,
+    poll_feed,
+    sync_feeds,
+)
 from classifier.net import Client
 from classifier.store import utcnow
 from classifier.store.engine import as_utc
@@ -38,7 +45,8 @@ THREE = rss([("a1", "First"), ("a2", "Second"), ("a3", "Third")])
 
 def _corpus_files(corpora: Path) -> list[Path]:
     root = corpora / "feedparser-tests"
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name not in ("LICENSE", "SOURCE.md"))
+    return sorted(p for p in root.rglob("*")
+                  if p.is_file() and p.name not in ("LICENSE", "SOURCE.md"))
 
 
 def test_every_corpus_file_parses_without_an_uncaught_exception(corpora: Path) -> None:
@@ -185,7 +193,8 @@ def skip_rows(engine: Engine):  # type: ignore[no-untyped-def]
 
 def test_poll_stores_entries_and_validators_then_304_parses_nothing(
         engine: Engine, fault_server: FaultServer) -> None:
-    fault_server.add("/feed.xml", THREE, etag='W/"v1"', last_modified="Mon, 06 Jan 2025 10:00:00 GMT")
+    fault_server.add("/feed.xml", THREE, etag='W/"v1"',
+                     last_modified="Mon, 06 Jan 2025 10:00:00 GMT")
     setup_feeds(engine, fault_server, news="/feed.xml")
     r = poll(engine, "news")
     assert (r.outcome, r.entries_new, r.parsed) == ("ok", 3, True)
@@ -220,7 +229,8 @@ def test_410_disables_the_feed(engine: Engine, fault_server: FaultServer) -> Non
     row = feed_row(engine, "gone")
     assert "410" in row.disabled_reason and row.next_poll_at is None
     assert due_feeds(engine, force=True) == []
-    assert [(s.kind, s.stage, s.reason) for s in skip_rows(engine)] == [("failure", "fetch", "http_410")]
+    assert [(s.kind, s.stage, s.reason) for s in skip_rows(engine)] == [
+        ("failure", "fetch", "http_410")]
     health = {h["name"]: h for h in feed_health(engine)}
     assert health["gone"]["state"] == "disabled"
     assert enable_feed(engine, "gone") and [f.name for f in due_feeds(engine)] == ["gone"]
@@ -240,7 +250,8 @@ def test_retry_after_sets_the_next_poll(engine: Engine, fault_server: FaultServe
     assert skip_rows(engine)[0].reason == f"http_{status}"
 
 
-def test_errors_back_off_exponentially_then_disable(engine: Engine, fault_server: FaultServer) -> None:
+def test_errors_back_off_exponentially_then_disable(engine: Engine,
+                                                    fault_server: FaultServer) -> None:
     fault_server.add("/err.xml", "oops", status=500)
     setup_feeds(engine, fault_server, err="/err.xml")
     settings = SETTINGS.model_copy(update={"fetch": FetchSettings(disable_after_errors=3,

@@ -11,8 +11,15 @@ import pytest
 
 from classifier import USER_AGENT
 from classifier.config import NetSettings
-from classifier.errors import (BadScheme, BlockedAddress, Deadline, FetchError, HTTPStatusError,
-                               TooLarge, TooManyRedirects)
+from classifier.errors import (
+    BadScheme,
+    BlockedAddress,
+    Deadline,
+    FetchError,
+    HTTPStatusError,
+    TooLarge,
+    TooManyRedirects,
+)
 from classifier.net import Client, GuardedBackend, blocked_reason, retry_after_seconds
 from tests.faultserver import FaultServer, fault_server  # noqa: F401  (fixture)
 
@@ -38,7 +45,8 @@ def guarded(**kw: object) -> Client:
 # --- plain fetching --------------------------------------------------------------------------
 
 def test_get_returns_body_headers_and_sends_user_agent(fault_server: FaultServer) -> None:
-    url = fault_server.add("/a.xml", "<rss/>", etag='"v1"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
+    url = fault_server.add("/a.xml", "<rss/>", etag='"v1"',
+                           last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
     with Client(OPEN) as c:
         page = c.get(url)
     assert (page.status, page.body, page.etag) == (200, b"<rss/>", '"v1"')
@@ -47,7 +55,8 @@ def test_get_returns_body_headers_and_sends_user_agent(fault_server: FaultServer
     assert fault_server.requests[-1][1]["user-agent"] == USER_AGENT
 
 
-def test_conditional_get_sends_validators_verbatim_and_returns_304(fault_server: FaultServer) -> None:
+def test_conditional_get_sends_validators_verbatim_and_returns_304(
+        fault_server: FaultServer) -> None:
     url = fault_server.add("/a.xml", "<rss/>", etag='W/"abc"')
     with Client(OPEN) as c:
         page = c.get(url, etag='W/"abc"', last_modified="Tue, 02 Jan 2024 00:00:00 GMT")
@@ -84,7 +93,8 @@ def test_retry_after_http_date() -> None:
 # --- deadline and size -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/hang", "/hang-headers", "/slow"])
-def test_deadline_ends_hanging_and_trickling_responses(fault_server: FaultServer, path: str) -> None:
+def test_deadline_ends_hanging_and_trickling_responses(fault_server: FaultServer,
+                                                       path: str) -> None:
     settings = NetSettings(allow_private_networks=True, deadline_s=1.5, connect_timeout_s=1.0)
     start = time.monotonic()
     with Client(settings) as c, pytest.raises(Deadline):

@@ -33,7 +33,7 @@ STATES = ("all", "pending", "done", "skipped", "failed")
 
 @contextmanager
 def _progress(env: Env) -> Iterator[Any]:
-    """A rich progress bar on stderr (nothing with --quiet/--json) → callback(stage, done, total)."""
+    """Env → progress callback(stage, done, total) drawing a rich bar on stderr (None if quiet)."""
     if env.quiet or env.as_json:
         yield None
         return
@@ -179,8 +179,8 @@ def feeds_cmd(env: Env, enable: str | None) -> None:
     for r in rows:
         errs = f"{r['consecutive_errors']}/{r['error_count']}"
         nxt = "due" if r["due"] else _ago(r["next_poll_at"], now)
-        t.add_row(r["name"], r["state"], _ago(r["last_polled_at"], now), str(r["last_status"] or "-"),
-                  errs, nxt, str(r["entries"]))
+        t.add_row(r["name"], r["state"], _ago(r["last_polled_at"], now),
+                  str(r["last_status"] or "-"), errs, nxt, str(r["entries"]))
         if r["disabled_reason"]:
             notes.append(f"{r['name']}: disabled: {r['disabled_reason']}")
         elif r["last_error"]:
@@ -236,7 +236,8 @@ def articles_cmd(env: Env, feed_name: str | None, since: str | None, until: str 
             row = dict(r._mapping)
             row["published"] = as_utc(row["published"])
             row["created_at"] = as_utc(row["created_at"])
-            skip = conn.execute(_last_skip(r.id)).first() if r.state in ("skipped", "failed") else None
+            failed = r.state in ("skipped", "failed")
+            skip = conn.execute(_last_skip(r.id)).first() if failed else None
             row["reason"] = f"{skip.reason}: {skip.detail}" if skip else None
             out.append(row)
     if env.as_json:
