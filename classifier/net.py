@@ -57,12 +57,17 @@ _local = threading.local()
 # ---------------------------------------------------------------------------------------------
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix: IPv4 in the low bits
+
+
 def blocked_reason(ip: str) -> str | None:
     """IP address text → why the guard refuses it ("loopback", ...), or None when public."""
     addr = ipaddress.ip_address(ip.split("%", 1)[0])  # drop an IPv6 zone id
     if isinstance(addr, ipaddress.IPv6Address):
         # An IPv4 address smuggled inside IPv6 is judged as the IPv4 address it carries.
         inner = addr.ipv4_mapped or addr.sixtofour or (addr.teredo[1] if addr.teredo else None)
+        if inner is None and addr in _NAT64:
+            inner = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
         if inner is not None:
             return blocked_reason(str(inner))
     for name in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private"):

@@ -154,6 +154,7 @@ def test_redirect_to_file_scheme_is_refused(fault_server: FaultServer) -> None:
     ("224.0.0.1", "multicast"), ("240.0.0.1", "reserved"), ("100.64.0.1", "not globally routable"),
     ("::1", "loopback"), ("fe80::1", "link-local"), ("fc00::1", "private"),
     ("::ffff:127.0.0.1", "loopback"), ("2002:7f00:1::", "loopback"), ("::", "unspecified"),
+    ("64:ff9b::a00:1", "private"), ("::127.0.0.1", "reserved"),
 ])
 def test_blocked_reason(ip: str, why: str) -> None:
     assert blocked_reason(ip) == why
