@@ -161,6 +161,10 @@ def sync_feeds(engine: Engine, feeds_file: FeedsFile) -> dict[str, int]:
     """FeedsFile → feeds rows upserted by name; → counts {added, updated, removed}."""
     now = utcnow()
     counts = {"added": 0, "updated": 0, "removed": 0}
+    if not feeds_file.feed:
+        # A missing or empty feeds.toml (a command run from the wrong directory) must not
+        # switch every feed off; `enabled = false` is how a feed is stopped.
+        return counts
     with write(engine) as conn:
         rows = {r.name: r for r in conn.execute(select(feeds))}
         for f in feeds_file.feed:

@@ -355,3 +355,6 @@ def test_sync_feeds_upserts_and_disables(engine: Engine) -> None:
         "http://example.com/a2.xml", None, None, 0)
     assert feed_row(engine, "b").enabled is False  # dropped from the file: kept, not polled
     assert count(engine, feeds) == 2
+    # an empty (or missing) feeds file changes nothing
+    assert sync_feeds(engine, FeedsFile()) == {"added": 0, "updated": 0, "removed": 0}
+    assert [f.name for f in due_feeds(engine)] == ["a"]
