@@ -97,6 +97,8 @@ def test_run_articles_show(setup) -> None:  # type: ignore[no-untyped-def]
     shown = setup("show", str(rows[0]["id"]), "--entry").stdout
     assert art["title"][:20] in shown
     assert json.loads(setup("articles", "--json", "--since", "2999-01-01").stdout) == []
+    assert len(json.loads(setup("articles", "--json", "--since", "2000-01-01").stdout)) == 2
+    assert json.loads(setup("articles", "--json", "--until", "2000-01-01").stdout) == []
     assert "2 entries" in setup("articles").stdout
     # a second run: nothing new anywhere
     again = json.loads(setup("run", "--all", "--json").stdout)

@@ -88,7 +88,7 @@ def _date(value: str | None, opt: str) -> datetime | None:
         d = datetime.fromisoformat(value)
     except ValueError as e:
         raise click.BadParameter(f"{value!r} is not a date like 2026-01-31", param_hint=opt) from e
-    return d.replace(tzinfo=UTC) if d.tzinfo is None else d
+    return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------------------------
