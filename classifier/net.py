@@ -164,9 +164,11 @@ class GuardedBackend(httpcore.NetworkBackend):
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        """Never: feeds and pages are fetched over TCP only."""
         raise BlockedAddress("unix sockets are never fetched")
 
     def sleep(self, seconds: float) -> None:
+        """Seconds → slept (httpcore's retry pause)."""
         self._inner.sleep(seconds)
 
 
