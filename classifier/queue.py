@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
-from sqlalchemy import Connection, Engine, case, func, or_, select
+from sqlalchemy import Connection, Engine, and_, func, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from classifier import alerts
@@ -30,7 +30,8 @@ from classifier.errors import Conflict, NotFound, ReviewError
 from classifier.records import GoldLabel, Record
 from classifier.store import write
 from classifier.store.engine import as_utc, utcnow
-from classifier.store.tables import articles, decisions, feeds, labels
+from classifier.store.tables import (QUEUE_KEY_STRENGTH, QUEUE_KEY_TRIGGER, articles, decisions,
+                                     feeds, labels)
 
 LEASE = timedelta(minutes=5)
 SKIP_MEMORY = timedelta(hours=1)  # a skipped item does not come back to the same editor this soon
@@ -116,14 +117,13 @@ class Decision(Record):
 # ---------------------------------------------------------------------------------------------
 
 _published = func.coalesce(articles.c.published, articles.c.created_at)
-# Trigger candidates first, then strength, then confidence, then the newest article.
-ORDER = (
-    case((labels.c.trigger.is_not(None), 0), else_=1),
-    case({"strong": 0, "moderate": 1, "weak": 2}, value=labels.c.strength, else_=3),
-    labels.c.confidence.desc(),
-    _published.desc(),
-    labels.c.id.desc(),
-)
+# Review order: trigger candidates first, then strength, then confidence, then the newest queued.
+# The two CASE keys are spelled exactly as in the expression index ix_labels_queue (migration
+# 0002), so SQLite and PostgreSQL walk that index and stop after one page instead of sorting the
+# whole queue.
+K_TRIGGER = literal_column(QUEUE_KEY_TRIGGER)
+K_STRENGTH = literal_column(QUEUE_KEY_STRENGTH)
+ORDER = (K_TRIGGER, K_STRENGTH, labels.c.confidence.desc(), labels.c.id.desc())
 
 
 def _where(flt: QueueFilter) -> list[Any]:
@@ -161,6 +161,25 @@ def _joined() -> Any:
         feeds, feeds.c.id == articles.c.feed_id)
 
 
+def _from(flt: QueueFilter) -> Any:
+    # join only what the filter needs: ordering and most filters read labels alone
+    if flt.feed:
+        return labels.join(articles, articles.c.id == labels.c.article_id).join(
+            feeds, feeds.c.id == articles.c.feed_id)
+    if flt.since or flt.until:
+        return labels.join(articles, articles.c.id == labels.c.article_id)
+    return labels
+
+
+def _items(conn: Connection, ids: list[int]) -> list[QueueItem]:
+    if not ids:
+        return []
+    rows = conn.execute(select(*_item_columns()).select_from(_joined())
+                        .where(labels.c.id.in_(ids))).all()
+    by_id = {r.label_id: _item(r) for r in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
 def _item(row: Any) -> QueueItem:
     d = dict(row._mapping)
     d["published"], d["claim_until"] = as_utc(d["published"]), as_utc(d["claim_until"])
@@ -171,10 +190,10 @@ def list_queue(conn: Connection, flt: QueueFilter, *, limit: int = 50,
                offset: int = 0) -> tuple[list[QueueItem], int]:
     """Filter, page → (the page of queue items in review order, the total that match)."""
     conds = _where(flt)
-    total = conn.execute(select(func.count()).select_from(_joined()).where(*conds)).scalar_one()
-    rows = conn.execute(select(*_item_columns()).select_from(_joined()).where(*conds)
-                        .order_by(*ORDER).limit(limit).offset(offset)).all()
-    return [_item(r) for r in rows], total
+    total = conn.execute(select(func.count()).select_from(_from(flt)).where(*conds)).scalar_one()
+    ids = conn.execute(select(labels.c.id).select_from(_from(flt)).where(*conds)
+                       .order_by(*ORDER).limit(limit).offset(offset)).scalars().all()
+    return _items(conn, list(ids)), total
 
 
 def get_item(conn: Connection, label_id: int) -> QueueItem:
@@ -186,15 +205,31 @@ def get_item(conn: Connection, label_id: int) -> QueueItem:
     return _item(row)
 
 
+def _after(key: Any, *, reverse: bool) -> Any:
+    """The review-order key of one label → a condition for the labels after it (before: reverse)."""
+    parts = [(K_TRIGGER, key[0], True), (K_STRENGTH, key[1], True),
+             (labels.c.confidence, key[2], False), (labels.c.id, key[3], False)]
+    cond = None
+    for expr, value, ascending in reversed(parts):
+        later = (expr > value) if ascending != reverse else (expr < value)
+        cond = later if cond is None else or_(later, and_(expr == value, cond))
+    return cond
+
+
 def neighbours(conn: Connection, flt: QueueFilter, label_id: int) -> tuple[int | None, int | None]:
     """Filter, label id → (previous, next) label ids in review order (None at either end)."""
-    ids = conn.execute(select(labels.c.id).select_from(_joined()).where(*_where(flt))
-                       .order_by(*ORDER)).scalars().all()
-    try:
-        i = ids.index(label_id)
-    except ValueError:
-        return None, (ids[0] if ids else None)
-    return (ids[i - 1] if i > 0 else None), (ids[i + 1] if i + 1 < len(ids) else None)
+    key = conn.execute(select(K_TRIGGER, K_STRENGTH, labels.c.confidence, labels.c.id)
+                       .where(labels.c.id == label_id)).first()
+    if key is None:
+        raise NotFound(f"no label {label_id}")
+    conds = _where(flt)
+    base = select(labels.c.id).select_from(_from(flt)).where(*conds)
+    nxt = conn.execute(base.where(_after(key, reverse=False)).order_by(*ORDER).limit(1)).scalar()
+    reverse_order = (K_TRIGGER.desc(), K_STRENGTH.desc(), labels.c.confidence.asc(),
+                     labels.c.id.asc())
+    prev = conn.execute(base.where(_after(key, reverse=True)).order_by(*reverse_order)
+                        .limit(1)).scalar()
+    return prev, nxt
 
 
 def history(conn: Connection, *, label_id: int | None = None, user: str | None = None,
@@ -273,7 +308,7 @@ def claim_next(engine: Engine, user: str, flt: QueueFilter | None = None, *,
         if exclude:
             conds.append(labels.c.id.not_in(exclude))
         with engine.connect() as conn:
-            ids = conn.execute(select(labels.c.id).select_from(_joined()).where(*conds)
+            ids = conn.execute(select(labels.c.id).select_from(_from(flt)).where(*conds)
                                .order_by(*ORDER).limit(5)).scalars().all()
         if not ids:
             return None

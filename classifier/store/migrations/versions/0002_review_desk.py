@@ -13,6 +13,10 @@ branch_labels = None
 depends_on = None
 
 TS = sa.DateTime(timezone=True)
+# frozen copies of tables.py's strings: a migration must not change when the code does
+QUEUE_KEY_TRIGGER = '\nCASE\n    WHEN "trigger" IS NULL THEN 1\n    ELSE 0\nEND'
+QUEUE_KEY_STRENGTH = ("\nCASE strength\n    WHEN 'strong' THEN 0\n    WHEN 'moderate' THEN 1\n"
+                      "    WHEN 'weak' THEN 2\n    ELSE 3\nEND")
 
 # The audit trail is append-only in the database itself, not only in our code: any UPDATE, DELETE
 # (or, on PostgreSQL, TRUNCATE) of decisions fails.
@@ -94,6 +98,10 @@ def upgrade() -> None:
     op.create_index("ix_decisions_user_name", "decisions", ["user_name", "id"])
     with op.batch_alter_table("labels", schema=None) as batch_op:
         batch_op.add_column(sa.Column("final", sa.JSON(), nullable=True))
+    # the review order as an index (see tables.py: same expressions as queue.ORDER)
+    op.create_index("ix_labels_queue", "labels", [
+        "review_state", sa.text(f"({QUEUE_KEY_TRIGGER})"), sa.text(f"({QUEUE_KEY_STRENGTH})"),
+        sa.text("confidence DESC"), sa.text("id DESC")])
 
     dialect = op.get_bind().dialect.name
     for ddl in {"sqlite": SQLITE_TRIGGERS, "postgresql": POSTGRES_TRIGGERS}.get(dialect, []):
@@ -106,6 +114,7 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS decisions_no_change ON decisions")
         op.execute("DROP TRIGGER IF EXISTS decisions_no_truncate ON decisions")
         op.execute("DROP FUNCTION IF EXISTS decisions_append_only()")
+    op.drop_index("ix_labels_queue", table_name="labels")
     with op.batch_alter_table("labels", schema=None) as batch_op:
         batch_op.drop_column("final")
     op.drop_index("ix_decisions_user_name", table_name="decisions")
