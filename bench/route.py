@@ -28,7 +28,7 @@ import gzip
 import hashlib
 import json
 import math
-import re
+import os
 import sys
 import tempfile
 import time
@@ -50,8 +50,6 @@ from classifier.store.tables import articles, pairs, skips  # noqa: E402
 CORPORA = ROOT.parent / "shared" / "corpora"
 csv.field_size_limit(10**8)
 MARGIN = 0.05
-STOPWORDS = frozenset("the of and to in a is that for on with as was by at from it are be has said "
-                      "this an were which have".split())
 
 
 def split_of(item_id: str) -> str:
@@ -175,7 +173,7 @@ def main() -> int:
         seen.add(sha)
         url = f"https://bench.invalid/{hashlib.sha1(s['id'].encode()).hexdigest()}"
         arts.append((s, Article(url=url, canonical_url=canonical_url(url), title=s["title"],
-                                text=s["text"], text_sha256=sha)))
+                                text=s["text"], text_sha256=sha, language=language(s["text"]))))
 
     # -- model load, then the real stage over a fresh database ---------------------------------
     router = Router(settings)
@@ -194,7 +192,8 @@ def main() -> int:
             for s, a in arts:
                 aid = conn.execute(insert(articles).values(
                     url=a.url, canonical_url=a.canonical_url, title=a.title, text=a.text,
-                    text_sha256=a.text_sha256, created_at=utcnow()).returning(articles.c.id)).scalar_one()
+                    text_sha256=a.text_sha256, language=a.language,
+                    created_at=utcnow()).returning(articles.c.id)).scalar_one()
                 ids[aid] = s
         t0 = time.perf_counter()
         sent, skipped = route_new_articles(engine, theses, FeedsFile(), router=router)
@@ -220,12 +219,16 @@ def main() -> int:
     for aid, tid, state, score in stored:
         s = ids[aid]
         rows.append((split_of(s["id"]), tid, s["truth"][tid], score, cos[(aid, tid)],
-                     kw[(aid, tid)], state, s["id"], is_english(s["text"])))
+                     kw[(aid, tid)], state, s["id"], (by_id[aid].language or "en") == "en"))
     ids_item = {s["id"]: s for s in ids.values()}
 
     thr = {t.id: (t.route_threshold if t.route_threshold is not None else settings.threshold)
            for t in theses.thesis}
-    print(f"\nmodel load: {load_s:.2f}s   routing: {len(ids)} articles x {len(theses.thesis)} theses "
+    import torch
+
+    print(f"\nmachine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load "
+          f"average {os.getloadavg()[0]:.1f} (other processes share the CPUs: compare ratios)")
+    print(f"model load: {load_s:.2f}s   routing: {len(ids)} articles x {len(theses.thesis)} theses "
           f"in {route_s:.1f}s = {len(ids) / route_s:.1f} articles/s end to end "
           f"({sent} sent, {skipped} skipped, {len(n_skip_rows)} skip rows)")
     print(f"baseline keyword-only scoring: {len(ids) / kw_s:.0f} articles/s "
@@ -256,10 +259,18 @@ def main() -> int:
           f"on other things, US EV sales...): {sum(r[6] == 'skipped' for r in hard)}/{len(hard)} "
           f"skipped; sending them is the labeler's job")
     other = [r for r in rows if not r[8]]
-    print(f"not English (by a stopword test; the model is English-only): "
+    print(f"not English (langdetect; the model is English-only): "
           f"{sum(r[2] and r[6] != 'skipped' for r in other)}/{sum(r[2] for r in other)} relevant "
           f"sent, {sum(not r[2] and r[6] == 'skipped' for r in other)}/"
           f"{sum(not r[2] for r in other)} irrelevant skipped")
+    # other_languages = "send": every non-English pair is sent (derived from the same rows)
+    alt = [(r[2], r[6] == "skipped" and r[8]) for r in rows]
+    a_irr = [sk for rel, sk in alt if not rel]
+    a_rel = [sk for rel, sk in alt if rel]
+    summary["other_languages=send"] = {"skipped": sum(a_irr) / len(a_irr),
+                                       "recall": 1 - sum(a_rel) / len(a_rel)}
+    print(f"with other_languages = \"send\": {sum(a_irr) / len(a_irr):.1%} of irrelevant pairs "
+          f"skipped, recall {1 - sum(a_rel) / len(a_rel):.1%}")
     top = sorted((r for r in rows if not r[2] and not r[7].startswith(("seed:", "route_items:"))),
                  key=lambda r: -r[3])[:10]
     print("highest-scoring corpus pairs (read them: an on-topic one belongs in "
@@ -303,10 +314,16 @@ def main() -> int:
     return 0
 
 
-def is_english(text: str) -> bool:
-    """Text → whether English function words make up a tenth of its first 300 words (a rough test)."""
-    words = re.findall(r"[a-zA-Z']+", text.lower())[:300]
-    return bool(words) and sum(w in STOPWORDS for w in words) / len(words) >= 0.10
+def language(text: str) -> str | None:
+    """Main text → ISO 639-1 code, as stage 2 stores it (langdetect, seeded, first 2,000 chars)."""
+    from langdetect import DetectorFactory, detect
+    from langdetect.lang_detect_exception import LangDetectException
+
+    DetectorFactory.seed = 0
+    try:
+        return detect(text[:2000])
+    except LangDetectException:
+        return None
 
 
 if __name__ == "__main__":

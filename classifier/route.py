@@ -16,6 +16,8 @@ A pair is worth a call when its score reaches the thesis's threshold. The score 
 
 Thresholds come from `bench/route.py` (docs/readme/routing.md): `settings.route.threshold`,
 overridable per thesis (`route_threshold`), and `route = false` on a thesis sends every article.
+The model reads English; with `other_languages = "send"` an article stored with another language
+(`articles.language`, from stage 2) is sent whatever its score.
 
 `route_new_articles` stores every decision: a pairs row per (article, thesis), state 'pending'
 (sent) or 'skipped', with `route_score`; each skip also gets a `skips` row (stage 'route') with
@@ -206,6 +208,11 @@ def route(article: Article, thesis: ThesisConfig, *, router: Router) -> RouteDec
     if not thesis.route:
         return RouteDecision(thesis_id=thesis.id, send=True, score=sc.score,
                              reason=f"routing off for this thesis (score {sc.score:.3f}; {why})")
+    lang = (article.language or "").lower()
+    if router.settings.other_languages == "send" and lang and not lang.startswith("en"):
+        return RouteDecision(thesis_id=thesis.id, send=True, score=sc.score,
+                             reason=f"language {lang!r}: the routing model reads English only, sent "
+                                    f"whatever the score ({sc.score:.3f}; {why})")
     send = sc.score >= threshold
     rel = ">=" if send else "<"
     return RouteDecision(thesis_id=thesis.id, send=send, score=sc.score,

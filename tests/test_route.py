@@ -81,6 +81,18 @@ def test_route_decision_carries_score_and_threshold(router: Router) -> None:
     assert not route(art(*LLAMA_MODEL), strict, router=router).send
 
 
+def test_other_languages_can_be_sent_unscored(router: Router) -> None:
+    french = art("La facture du calcul s'effondre pour les petits laboratoires d'IA",
+                 "Le prix de location d'un accélérateur est tombé sous un dollar de l'heure; "
+                 "plusieurs petits laboratoires publient les poids de leurs modèles.")
+    french = french.model_copy(update={"language": "fr"})
+    assert not route(french, OSS, router=router).send  # scored by an English model: too low
+    lenient = Router(RouteSettings(other_languages="send"), model=router.model)
+    d = route(french, OSS, router=lenient)
+    assert d.send and "English only" in d.reason
+    assert not route(art(*RECIPE), OSS, router=lenient).send  # English articles are still scored
+
+
 def test_keyword_rules() -> None:
     kws = ["EV", "electric vehicle", "Llama", "AI Act"]
     assert keyword_hits("Electric vehicles and EVs", kws) == ("EV", "electric vehicle")
