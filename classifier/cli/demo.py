@@ -45,8 +45,8 @@ def _fresh_engine(db: str | None):  # type: ignore[no-untyped-def]
               help="Fresh database to fill (default ./demo.db, recreated on each demo). "
                    "Deliberately not read from EVIDENCE_DB.")
 @click.option("--model", default="local", show_default=True, metavar="SPEC",
-              help="Labeling backend for the stages that label: local, local:PATH.gguf, "
-                   "openai:MODEL, or none to stop after stage 3.")
+              help="Labeling backend: local (the embedded model), local:PATH.gguf, "
+                   "openai:MODEL, or none to stop before labeling.")
 @click.option("--theses", "theses_path", metavar="PATH", default=None,
               help="Theses file (default: the demo's copy of the repo's theses.toml).")
 @click.option("--config", envvar="EVIDENCE_CONFIG", metavar="PATH",
@@ -92,10 +92,10 @@ def demo(db: str | None, model: str, theses_path: str | None, config: str | None
         return
     if quiet:
         return
-    _print_report(Console(), rep)
+    _print_report(Console(), rep, labeled=backend is not None)
 
 
-def _print_report(out: Console, rep) -> None:  # type: ignore[no-untyped-def]
+def _print_report(out: Console, rep, *, labeled: bool) -> None:  # type: ignore[no-untyped-def]
     c = rep.counts
     out.print(f"[bold]Demo[/bold]: served {rep.requests} requests from {rep.base_url} "
               f"into {rep.db_url}")
@@ -110,7 +110,8 @@ def _print_report(out: Console, rep) -> None:  # type: ignore[no-untyped-def]
     t.add_row("3 dedupe", f"{c.articles_new} new articles in {rep.stories} stories, "
                           f"{c.duplicates} duplicates dropped")
     t.add_row("4 route", f"{c.pairs_routed} pairs sent to the labeler, {c.pairs_skipped} skipped")
-    t.add_row("5 label", f"{c.labels_new} labels, {c.labels_failed} failed")
+    t.add_row("5 label", f"{c.labels_new} labels queued for review, {c.labels_failed} failed"
+              if labeled else "not run (--model none)")
     out.print(t)
     if rep.skipped:
         out.print(f"[bold]Skipped or failed[/bold] ({len(rep.skipped)}, stored in the skips table):")
