@@ -4,7 +4,8 @@
     1  fetch    due feeds → entries (state 'pending')                          fetch.py
     2  extract  pending entries → page fetched by net.py → Article | Skip       extract.py
     3  dedupe   Article → stored article in a story | Skip(duplicate)           dedupe.py
-    4  route    (issue: route.py)   5  label   (issue: label.py)
+    4  route    new articles × watched theses → pairs 'pending' | 'skipped'      route.py
+    5  label    (issue: label.py)
     the runs row gets the counts
 
 Every entry leaves stage 2–3 as 'done', 'skipped' or 'failed', with a skips row for the last two.
