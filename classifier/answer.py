@@ -60,7 +60,7 @@ class AnswerBase(BaseModel):
 
     rationale: str = Field(description="At most 3 sentences: what the article reports and why "
                                        "that decides the fields below.")
-    quotes: list[str] = Field(default_factory=list, max_length=MAX_QUOTES,
+    quotes: list[str] = Field(max_length=MAX_QUOTES,
                               description="Up to 3 spans copied exactly from the article text.")
     relevant: bool
     evidence_type: EvidenceType | None
