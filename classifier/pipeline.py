@@ -227,7 +227,8 @@ def run_once(engine: Engine, settings: Settings, feeds: FeedsFile, theses: These
                           stories_new=ing["stories_new"])
         # 4  route: new articles × theses their feed watches → pairs 'pending' | 'skipped'
         routed, unrouted = route_new_articles(engine, theses, feeds, run_id=run_id,
-                                              router=router or Router(settings.route))
+                                              router=router or Router(settings.route),
+                                              progress=progress)
         counts.update(pairs_routed=routed, pairs_skipped=unrouted)
         # 5  label: pending pairs → labels queued for review, or pair 'failed' (no backend: later)
         if backend is not None:

@@ -298,21 +298,30 @@ def plan_routes(engine: Engine, theses: ThesesFile | Sequence[ThesisConfig], fee
                 router: Router, limit: int | None = None, after_id: int = 0,
                 article_ids: Sequence[int] | None = None) -> list[PlannedRoute]:
     """Stored articles without pairs → the decisions routing would store (nothing is written)."""
-    plan, _ = _plan_batch(engine, _theses_list(theses), _watched(engine, feeds), router=router,
-                          after_id=after_id, limit=limit or 1_000_000, article_ids=article_ids)
+    thesis_list, watched = _theses_list(theses), _watched(engine, feeds)
+    plan: list[PlannedRoute] = []
+    left = limit if limit is not None else float("inf")
+    while left > 0:
+        part, last, n = _plan_batch(engine, thesis_list, watched, router=router, after_id=after_id,
+                                    limit=int(min(left, 256)), article_ids=article_ids)
+        if n == 0:
+            return plan
+        plan += part
+        after_id, left = last, left - n
     return plan
 
 
 def _plan_batch(engine: Engine, theses: list[ThesisConfig], watched: dict[int, set[str] | None], *,
                 router: Router, after_id: int, limit: int,
-                article_ids: Sequence[int] | None = None) -> tuple[list[PlannedRoute], int]:
-    """→ (decisions for up to `limit` articles after `after_id`, the last article id looked at)."""
+                article_ids: Sequence[int] | None = None
+                ) -> tuple[list[PlannedRoute], int, int]:
+    """→ (decisions for up to `limit` articles after `after_id`, last article id, articles seen)."""
     if not theses:
-        return [], after_id
+        return [], after_id, 0
     ids = [t.id for t in theses]
     rows = _load_rows(engine, after_id, limit, ids, article_ids)
     if not rows:
-        return [], after_id
+        return [], after_id, 0
     have, sent = _existing(engine, [r.id for r in rows],
                            sorted({r.story_id for r in rows if r.story_id is not None}))
     todo = [r for r in rows
@@ -327,7 +336,7 @@ def _plan_batch(engine: Engine, theses: list[ThesisConfig], watched: dict[int, s
             if p.state == "pending" and r.story_id is not None:
                 sent.setdefault((r.story_id, t.id), r.id)  # later siblings in this batch see it
             plan.append(p)
-    return plan, rows[-1].id
+    return plan, rows[-1].id, len(rows)
 
 
 def _watches(watched: dict[int, set[str] | None], feed_id: int | None, thesis_id: str) -> bool:
@@ -391,15 +400,16 @@ def store_routes(engine: Engine, plan: Sequence[PlannedRoute], *, feed_ids: dict
 def route_new_articles(engine: Engine, theses: ThesesFile | Sequence[ThesisConfig],
                        feeds: FeedsFile, *, router: Router, article_ids: Sequence[int] | None = None,
                        run_id: int | None = None, batch: int = 64,
-                       progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+                       progress: Callable[[str, int, int], None] | None = None) -> tuple[int, int]:
     """Stored articles lacking pairs × theses → stored pairs ('pending' | 'skipped') → (sent, skipped)."""
     thesis_list = _theses_list(theses)
     watched = _watched(engine, feeds)
-    after, sent, skipped = 0, 0, 0
+    total = _count_unrouted(engine, [t.id for t in thesis_list], article_ids) if progress else 0
+    after, sent, skipped, done = 0, 0, 0, 0
     while True:
-        plan, last = _plan_batch(engine, thesis_list, watched, router=router, after_id=after,
-                                 limit=batch, article_ids=article_ids)
-        if last == after:
+        plan, last, n = _plan_batch(engine, thesis_list, watched, router=router, after_id=after,
+                                    limit=batch, article_ids=article_ids)
+        if n == 0:
             return sent, skipped
         ids = sorted({p.article_id for p in plan})
         with engine.connect() as conn:
@@ -407,9 +417,23 @@ def route_new_articles(engine: Engine, theses: ThesesFile | Sequence[ThesisConfi
                                 .where(articles.c.id.in_(ids))).all() if ids else []
         a, s = store_routes(engine, plan, feed_ids={i: f for i, f, _ in meta},
                             urls={i: u for i, _, u in meta}, run_id=run_id)
-        sent, skipped, after = sent + a, skipped + s, last
+        sent, skipped, after, done = sent + a, skipped + s, last, done + n
         if progress is not None:
-            progress(sent, skipped)
+            progress("route", done, max(total, done))
+
+
+def _count_unrouted(engine: Engine, thesis_ids: list[str], article_ids: Sequence[int] | None) -> int:
+    """→ how many stored articles lack a pair for at least one of `thesis_ids`."""
+    if not thesis_ids:
+        return 0
+    have = (select(func.count()).select_from(pairs)
+            .where(pairs.c.article_id == articles.c.id, pairs.c.thesis_id.in_(thesis_ids))
+            .scalar_subquery())
+    q = select(func.count()).select_from(articles).where(have < len(thesis_ids))
+    if article_ids is not None:
+        q = q.where(articles.c.id.in_(list(article_ids)))
+    with engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())
 
 
 def route_article(engine: Engine, article_id: int, theses: ThesesFile | Sequence[ThesisConfig],

@@ -144,7 +144,12 @@ def skip_rows(engine: Engine) -> dict[tuple[int, str], tuple[str, str, str, str]
 def test_skip_is_stored_with_score_and_rerun_adds_nothing(engine: Engine, router: Router) -> None:
     good = add_article(engine, *LLAMA_MODEL)
     bad = add_article(engine, *LLAMA_ANIMAL)
-    assert route_new_articles(engine, [OSS], FeedsFile(), router=router) == (1, 1)
+    assert [p.article_id for p in plan_routes(engine, [OSS], FeedsFile(), router=router,
+                                              limit=1)] == [good]
+    calls: list[tuple[str, int, int]] = []
+    assert route_new_articles(engine, [OSS], FeedsFile(), router=router,
+                              progress=lambda *a: calls.append(a)) == (1, 1)
+    assert calls[-1] == ("route", 2, 2)
     rows = stored(engine)
     assert rows[(good, "oss-parity")][0] == "pending"
     state, score = rows[(bad, "oss-parity")]
