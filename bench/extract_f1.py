@@ -38,18 +38,23 @@ ANY_LENGTH = ExtractSettings(min_text_chars=1)  # score every page, however shor
 
 def stage2_text(url: str, body: bytes) -> str:
     """Page bytes → the text our stage 2 stores ('' for a Skip)."""
-    got = extract(FeedEntry(feed="bench", guid=url, link=url),
-                  Page(url=url, final_url=url, status=200, content_type="text/html", body=body),
-                  settings=ANY_LENGTH)
+    got = extract(
+        FeedEntry(feed="bench", guid=url, link=url),
+        Page(url=url, final_url=url, status=200, content_type="text/html", body=body),
+        settings=ANY_LENGTH,
+    )
     return got.text if isinstance(got, Article) else ""
 
 
 def page_counts(truth: str, pred: str, n: int) -> tuple[float, float, float]:
     """Ground truth + prediction → (tp, fp, fn) over n-token shingle multisets, summing to 1."""
+
     def grams(text: str) -> Counter:
         toks = TOKEN.findall(text or "")
-        return Counter(tuple(toks[i:i + n]) for i in range(max(1, len(toks) - n + 1))
-                       if toks[i:i + n])
+        return Counter(
+            tuple(toks[i : i + n]) for i in range(max(1, len(toks) - n + 1)) if toks[i : i + n]
+        )
+
     t, p = grams(truth), grams(pred)
     tp = sum((t & p).values())
     fp = sum((p - t).values())
@@ -60,10 +65,12 @@ def page_counts(truth: str, pred: str, n: int) -> tuple[float, float, float]:
 
 def prf(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
     """Per-page (tp, fp, fn) → (precision, recall, F1) as the benchmark averages them."""
+
     def ratio(a: float, b: float, other: float) -> float:
         if b == other == 0:
             return 1.0
         return a / (a + b) if a + b else 0.0
+
     p = statistics.mean(ratio(tp, fp, fn) for tp, fp, fn in rows if tp + fp > 0)
     r = statistics.mean(ratio(tp, fn, fp) for tp, fp, fn in rows if tp + fn > 0)
     return p, r, 2 * p * r / (p + r)
@@ -82,9 +89,13 @@ def benchmark() -> None:
     dt = time.perf_counter() - t
     print(f"== article-extraction-benchmark: {len(truth)} pages, stage 2 in {dt:.1f} s ==")
     for n, label in ((4, "4-token shingles (the benchmark's metric)"), (1, "single tokens")):
-        for name, pred in (("our stage 2", ours),
-                           ("stored trafilatura 2.0.0 output", {k: v.get("articleBody", "")
-                                                                for k, v in stored.items()})):
+        for name, pred in (
+            ("our stage 2", ours),
+            (
+                "stored trafilatura 2.0.0 output",
+                {k: v.get("articleBody", "") for k, v in stored.items()},
+            ),
+        ):
             p, r, f = prf([page_counts(truth[k]["articleBody"], pred[k], n) for k in truth])
             print(f"  {label:<42} {name:<32} P {p:.3f}  R {r:.3f}  F1 {f:.3f}")
     empty = sum(1 for v in ours.values() if not v)
@@ -114,13 +125,17 @@ def trafilatura_eval(limit: int | None) -> None:
     p, r = tp / (tp + fp), tp / (tp + fn)
     print(f"== trafilatura-eval: {len(items)} pages, stage 2 in {dt:.1f} s ==")
     print(f"  segments: with {tp + fn} (found {tp}), without {fp + tn} (leaked {fp})")
-    print(f"  P {p:.3f}  R {r:.3f}  F1 {2 * p * r / (p + r):.3f}  "
-          f"accuracy {(tp + tn) / (tp + tn + fp + fn):.3f}")
+    print(
+        f"  P {p:.3f}  R {r:.3f}  F1 {2 * p * r / (p + r):.3f}  "
+        f"accuracy {(tp + tn) / (tp + tn + fp + fn):.3f}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--limit", type=int, default=None, help="trafilatura-eval pages (default all 700)")
+    ap.add_argument(
+        "--limit", type=int, default=None, help="trafilatura-eval pages (default all 700)"
+    )
     args = ap.parse_args()
     benchmark()
     trafilatura_eval(args.limit)

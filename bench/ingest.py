@@ -6,7 +6,8 @@ trafilatura-eval pages; decompressed in memory) and one RSS feed listing them on
 alone on the same bytes twice (before and after the pipeline; the mean is the baseline):
 
     baseline A  trafilatura.bare_extraction(body, url, with_metadata=True, include_comments=False)
-                (the exact call stage 2 makes: the ratio is our overhead: HTTP, records, SQL, dedupe)
+                (the exact call stage 2 makes, so the ratio is our overhead: HTTP, records,
+                SQL, dedupe)
     baseline B  trafilatura.extract(body), the library's defaults, no metadata
 
 Then runs the pipeline again on the unchanged feed (force: every feed polled) and reports what the
@@ -25,8 +26,8 @@ import sys
 import tempfile
 import threading
 import time
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,7 +57,9 @@ def load_pages(n: int) -> list[tuple[str, bytes]]:
         out.append((truth[f.name.removesuffix(".html.gz")]["url"], gzip.decompress(f.read_bytes())))
     te = CORPORA / "trafilatura-eval"
     manifest = json.loads((te / "subset_manifest.json").read_text())
-    rows = [r for r in manifest if r["html_lang"] == "en"] + [r for r in manifest if r["html_lang"] != "en"]
+    rows = [r for r in manifest if r["html_lang"] == "en"] + [
+        r for r in manifest if r["html_lang"] != "en"
+    ]
     for r in rows:
         out.append((r["url"], gzip.decompress((te / "html" / r["file"]).read_bytes())))
     if n > len(out):
@@ -79,10 +82,14 @@ class Site(ThreadingHTTPServer):
             f"<item><title>Page {i}</title><link>{self.base}/p/{i}.html</link>"
             f"<guid isPermaLink='false'>bench-{i}</guid>"
             f"<pubDate>{format_datetime(now - timedelta(minutes=i))}</pubDate>"
-            f"<description>{escape(url)}</description></item>" for i, (url, _) in enumerate(pages))
-        self.feed = (f"<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel>"
-                     f"<title>bench</title><link>{self.base}/</link><description>corpus pages"
-                     f"</description>{items}</channel></rss>").encode()
+            f"<description>{escape(url)}</description></item>"
+            for i, (url, _) in enumerate(pages)
+        )
+        self.feed = (
+            f"<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel>"
+            f"<title>bench</title><link>{self.base}/</link><description>corpus pages"
+            f"</description>{items}</channel></rss>"
+        ).encode()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -120,8 +127,10 @@ class Handler(BaseHTTPRequestHandler):
 
 def count_rows(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
     with engine.connect() as conn:
-        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                for t in (entries, articles, stories, article_bands, skips)}
+        return {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in (entries, articles, stories, article_bands, skips)
+        }
 
 
 def time_bare(pages: list[tuple[str, bytes]], *, metadata: bool) -> tuple[float, float]:
@@ -136,11 +145,14 @@ def time_bare(pages: list[tuple[str, bytes]], *, metadata: bool) -> tuple[float,
 
 
 def pipeline_run(site: Site, engine, concurrency: int, *, force: bool = False):  # type: ignore[no-untyped-def]
-    """One run_once against the site → (wall s, CPU s, counts, rows after, requests, feed parses)."""
+    """One run_once against the site → (wall s, CPU s, counts, rows, requests, feed parses)."""
     settings = Settings()
-    settings = settings.model_copy(update={
-        "net": settings.net.model_copy(update={"allow_private_networks": True}),
-        "fetch": settings.fetch.model_copy(update={"concurrency": concurrency})})
+    settings = settings.model_copy(
+        update={
+            "net": settings.net.model_copy(update={"allow_private_networks": True}),
+            "fetch": settings.fetch.model_copy(update={"concurrency": concurrency}),
+        }
+    )
     feeds = FeedsFile(feed=[FeedConfig(name="bench", url=f"{site.base}/feed.rss")])
     hits0, parses0 = dict(site.hits), fetch_stage.parse_count()
     t, c = time.perf_counter(), time.process_time()
@@ -179,8 +191,9 @@ def main() -> None:
         w8, c8, counts8, rows8, hits8, parses8 = pipeline_run(site, e8, default_conc)
         b = time_bare(pages, metadata=False)
         # the re-run: same feed, unchanged, every feed polled again
-        w_re, c_re, counts_re, rows_re, hits_re, parses_re = pipeline_run(site, e8, default_conc,
-                                                                          force=True)
+        w_re, c_re, counts_re, rows_re, hits_re, parses_re = pipeline_run(
+            site, e8, default_conc, force=True
+        )
         e1.dispose()
         e8.dispose()
     site.shutdown()
@@ -188,13 +201,19 @@ def main() -> None:
     bare_wall, bare_cpu = (a1[0] + a2[0]) / 2, (a1[1] + a2[1]) / 2
     n = len(pages)
     print("\n== first run: stages 1-3 (pipeline.run_once, fresh SQLite) vs bare trafilatura ==")
-    print(f"bare A = stage 2's trafilatura call  wall {bare_wall:6.2f} s  CPU {bare_cpu:6.2f} s"
-          f"   (two runs: {a1[0]:.2f}, {a2[0]:.2f} s)")
+    print(
+        f"bare A = stage 2's trafilatura call  wall {bare_wall:6.2f} s  CPU {bare_cpu:6.2f} s"
+        f"   (two runs: {a1[0]:.2f}, {a2[0]:.2f} s)"
+    )
     print(f"bare B = trafilatura.extract default wall {b[0]:6.2f} s  CPU {b[1]:6.2f} s")
-    print(f"pipeline, concurrency 1              wall {w1:6.2f} s  CPU {c1:6.2f} s"
-          f"   {n / w1:5.1f} articles/s")
-    print(f"pipeline, concurrency {default_conc} (default)    wall {w8:6.2f} s  CPU {c8:6.2f} s"
-          f"   {n / w8:5.1f} articles/s")
+    print(
+        f"pipeline, concurrency 1              wall {w1:6.2f} s  CPU {c1:6.2f} s"
+        f"   {n / w1:5.1f} articles/s"
+    )
+    print(
+        f"pipeline, concurrency {default_conc} (default)    wall {w8:6.2f} s  CPU {c8:6.2f} s"
+        f"   {n / w8:5.1f} articles/s"
+    )
     print(f"ratio wall, concurrency 1 / bare A   {w1 / bare_wall:6.3f}   (goal <= 1.25)")
     print(f"ratio CPU,  concurrency 1 / bare A   {c1 / bare_cpu:6.3f}")
     print(f"ratio wall, concurrency {default_conc} / bare A   {w8 / bare_wall:6.3f}")
@@ -203,26 +222,37 @@ def main() -> None:
     print(f"rows: {rows1}; requests: {hits1}; feed bodies parsed: {parses1}")
 
     print("\n== re-run on the unchanged feed (force: polled again) ==")
-    print(f"wall {w_re:.2f} s; feed bodies parsed: {parses_re}; pages requested: {hits_re['page']};"
-          f" feed 200s: {hits_re['feed']}, 304s: {hits_re['feed_304']}")
+    print(
+        f"wall {w_re:.2f} s; feed bodies parsed: {parses_re}; pages requested: {hits_re['page']};"
+        f" feed 200s: {hits_re['feed']}, 304s: {hits_re['feed_304']}"
+    )
     new_rows = {k: rows_re[k] - rows8[k] for k in rows8}
-    print(f"new rows: {new_rows}; entries_new={counts_re.entries_new} "
-          f"articles_new={counts_re.articles_new} feeds_not_modified={counts_re.feeds_not_modified}")
+    print(
+        f"new rows: {new_rows}; entries_new={counts_re.entries_new} "
+        f"articles_new={counts_re.articles_new} feeds_not_modified={counts_re.feeds_not_modified}"
+    )
 
     if not args.skip_stories:
         from tests.test_dedupe import story_assignment_scores
+
         with tempfile.TemporaryDirectory() as tmp:
             engine = fresh_engine(tmp, "stories")
             t = time.perf_counter()
             s = story_assignment_scores(engine, CORPORA, topics=150)
             dt = time.perf_counter() - t
             engine.dispose()
-        print("\n== stage 3 story assignment on FNC-1 pairs (syndicated light rewrites vs "
-              "other articles on the same topic) ==")
-        print(f"same-story pairs {s['same_pairs']}, different-story pairs {s['different_pairs']} "
-              f"({s['excluded']} left out: exact shingle Jaccard >= 0.3 in FNC-1 itself)")
-        print(f"precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
-              f"(tp {s['tp']}, fp {s['fp']}, fn {s['fn']}); {dt:.1f} s for the stores")
+        print(
+            "\n== stage 3 story assignment on FNC-1 pairs (syndicated light rewrites vs "
+            "other articles on the same topic) =="
+        )
+        print(
+            f"same-story pairs {s['same_pairs']}, different-story pairs {s['different_pairs']} "
+            f"({s['excluded']} left out: exact shingle Jaccard >= 0.3 in FNC-1 itself)"
+        )
+        print(
+            f"precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
+            f"(tp {s['tp']}, fp {s['fp']}, fn {s['fn']}); {dt:.1f} s for the stores"
+        )
 
 
 if __name__ == "__main__":

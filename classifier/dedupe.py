@@ -36,16 +36,49 @@ from classifier.store.tables import article_bands, articles, stories
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Parameters that say how a reader arrived, never which page: dropped. `utm_*` and friends below.
 TRACKING_PREFIXES = ("utm_", "mtm_", "pk_", "oly_", "_hs", "hsa_", "vero_", "trk_")
-TRACKING_PARAMS = frozenset({
-    "fbclid", "gclid", "gclsrc", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "twclid",
-    "ttclid", "li_fat_id", "igshid", "mc_cid", "mc_eid", "mkt_tok", "_ga", "_gl", "_openstat",
-    "ncid", "cmpid", "ocid", "sr_share", "share", "smid", "spm", "ref_src", "ref_url", "rss",
-    "feature", "hsctatracking", "s_cid", "at_medium", "at_campaign", "wt.mc_id", "cid_source",
-})
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "gclsrc",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "twclid",
+        "ttclid",
+        "li_fat_id",
+        "igshid",
+        "mc_cid",
+        "mc_eid",
+        "mkt_tok",
+        "_ga",
+        "_gl",
+        "_openstat",
+        "ncid",
+        "cmpid",
+        "ocid",
+        "sr_share",
+        "share",
+        "smid",
+        "spm",
+        "ref_src",
+        "ref_url",
+        "rss",
+        "feature",
+        "hsctatracking",
+        "s_cid",
+        "at_medium",
+        "at_campaign",
+        "wt.mc_id",
+        "cid_source",
+    }
+)
 
 
 def canonical_url(url: str) -> str:
-    """URL → canonical form: lowercase scheme/host, no default port, no tracking params or fragment."""
+    """URL → canonical form: lowercase scheme/host, no default port, tracking params, fragment."""
     url = url.strip()
     try:
         parts = urlsplit(url)
@@ -62,8 +95,9 @@ def canonical_url(url: str) -> str:
     if port is not None and DEFAULT_PORTS.get(scheme) != port:
         netloc += f":{port}"
     path = _normalise_escapes(parts.path) or ("/" if netloc else "")
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            if not _is_tracking(k)]
+    kept = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)
+    ]
     # order of parameters carries no meaning on news sites; sorting merges ?a=1&b=2 and ?b=2&a=1
     kept.sort(key=lambda kv: kv[0])
     query = urlencode(kept, doseq=True, quote_via=quote, safe="/:@!$'()*+,;=")
@@ -94,7 +128,7 @@ def normalise_text(text: str) -> str:
 
 
 def text_sha256(text: str) -> str:
-    """Text → hex SHA-256 of its normalised form (same article, trivially different spacing: same hash)."""
+    """Text → hex SHA-256 of its normalised form (spacing and case changes: same hash)."""
     return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
 
 
@@ -102,7 +136,9 @@ def text_sha256(text: str) -> str:
 
 NUM_PERM = 128
 SHINGLE_WORDS = 3
-STORY_THRESHOLD = 0.4  # estimated Jaccard of word 3-shingles at or above which two texts are one story
+STORY_THRESHOLD = (
+    0.4  # estimated Jaccard of word 3-shingles at or above which two texts are one story
+)
 _LSH = MinHashLSH(threshold=STORY_THRESHOLD, num_perm=NUM_PERM)
 BANDS, ROWS = _LSH.b, _LSH.r
 _SCHEME = "affine32"  # pinned: stored signatures stay comparable across datasketch upgrades
@@ -114,7 +150,7 @@ def shingles(text: str, k: int = SHINGLE_WORDS) -> set[bytes]:
     words = _WORD.findall(normalise_text(text))
     if len(words) < k:
         return {" ".join(words).encode()} if words else set()
-    return {" ".join(words[i:i + k]).encode() for i in range(len(words) - k + 1)}
+    return {" ".join(words[i : i + k]).encode() for i in range(len(words) - k + 1)}
 
 
 def signature(text: str) -> np.ndarray:
@@ -130,10 +166,10 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def band_keys(sig: np.ndarray) -> list[int]:
-    """Signature → one signed 64-bit key per LSH band (band number mixed in, so bands never collide)."""
+    """Signature → one signed 64-bit key per LSH band (band number mixed in: no cross-band hits)."""
     keys = []
     for band in range(BANDS):
-        chunk = np.ascontiguousarray(sig[band * ROWS:(band + 1) * ROWS]).tobytes()
+        chunk = np.ascontiguousarray(sig[band * ROWS : (band + 1) * ROWS]).tobytes()
         digest = hashlib.blake2b(chunk, digest_size=8, person=band.to_bytes(2, "big")).digest()
         keys.append(int.from_bytes(digest, "big", signed=True))
     return keys
@@ -152,26 +188,41 @@ def _unpack(blob: bytes) -> np.ndarray:
 
 def find_duplicate(conn: Connection, article: Article) -> Skip | None:
     """Article → Skip if its canonical URL or text hash is already stored, else None."""
-    hit = conn.execute(select(articles.c.id).where(
-        articles.c.canonical_url == article.canonical_url)).scalar()
+    hit = conn.execute(
+        select(articles.c.id).where(articles.c.canonical_url == article.canonical_url)
+    ).scalar()
     if hit is not None:
-        return Skip(stage=Stage.DEDUPE, reason=SkipReason.DUPLICATE_URL,
-                    detail=f"same canonical URL as article #{hit}: {article.canonical_url}")
-    hit = conn.execute(select(articles.c.id).where(
-        articles.c.text_sha256 == article.text_sha256)).scalar()
+        return Skip(
+            stage=Stage.DEDUPE,
+            reason=SkipReason.DUPLICATE_URL,
+            detail=f"same canonical URL as article #{hit}: {article.canonical_url}",
+        )
+    hit = conn.execute(
+        select(articles.c.id).where(articles.c.text_sha256 == article.text_sha256)
+    ).scalar()
     if hit is not None:
-        return Skip(stage=Stage.DEDUPE, reason=SkipReason.DUPLICATE_TEXT,
-                    detail=f"same normalised text as article #{hit} (sha256 {article.text_sha256[:12]}…)")
+        return Skip(
+            stage=Stage.DEDUPE,
+            reason=SkipReason.DUPLICATE_TEXT,
+            detail=f"same normalised text as article #{hit} (sha256 {article.text_sha256[:12]}…)",
+        )
     return None
 
 
 def find_story(conn: Connection, sig: np.ndarray) -> tuple[int, float] | None:
     """Signature → (story id, similarity) of the most similar stored article at/above threshold."""
     keys = band_keys(sig)
-    candidates = select(article_bands.c.article_id).where(
-        article_bands.c.band_key.in_(keys)).distinct().scalar_subquery()
-    rows = conn.execute(select(articles.c.id, articles.c.story_id, articles.c.minhash).where(
-        articles.c.id.in_(candidates), articles.c.minhash.is_not(None))).all()
+    candidates = (
+        select(article_bands.c.article_id)
+        .where(article_bands.c.band_key.in_(keys))
+        .distinct()
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        select(articles.c.id, articles.c.story_id, articles.c.minhash).where(
+            articles.c.id.in_(candidates), articles.c.minhash.is_not(None)
+        )
+    ).all()
     best: tuple[int, float] | None = None
     for _id, story_id, blob in rows:
         sim = similarity(sig.astype(np.uint64), _unpack(blob))
@@ -180,7 +231,9 @@ def find_story(conn: Connection, sig: np.ndarray) -> tuple[int, float] | None:
     return best
 
 
-def store_article(conn: Connection, article: Article, *, feed_id: int | None) -> StoredArticle | Skip:
+def store_article(
+    conn: Connection, article: Article, *, feed_id: int | None
+) -> StoredArticle | Skip:
     """Article → inserted row in an existing or new story, or Skip(duplicate_url|duplicate_text)."""
     dup = find_duplicate(conn, article)
     if dup is not None:
@@ -192,27 +245,42 @@ def store_article(conn: Connection, article: Article, *, feed_id: int | None) ->
         with conn.begin_nested():
             new_story = match is None
             if match is None:
-                story_id = conn.execute(insert(stories).values(created_at=utcnow())
-                                        ).inserted_primary_key[0]
+                story_id = conn.execute(
+                    insert(stories).values(created_at=utcnow())
+                ).inserted_primary_key[0]
                 sim = None
             else:
                 story_id, sim = match
-            article_id = conn.execute(insert(articles).values(
-                url=article.url, canonical_url=article.canonical_url, title=article.title,
-                author=article.author, published=article.published, site_name=article.site_name,
-                text=article.text, text_sha256=article.text_sha256, language=article.language,
-                extracted_from=article.extracted_from.value, minhash=_pack(sig),
-                story_id=story_id, feed_id=feed_id, created_at=utcnow(),
-            )).inserted_primary_key[0]
-            conn.execute(insert(article_bands), [
-                {"article_id": article_id, "band_key": k} for k in band_keys(sig)])
+            article_id = conn.execute(
+                insert(articles).values(
+                    url=article.url,
+                    canonical_url=article.canonical_url,
+                    title=article.title,
+                    author=article.author,
+                    published=article.published,
+                    site_name=article.site_name,
+                    text=article.text,
+                    text_sha256=article.text_sha256,
+                    language=article.language,
+                    extracted_from=article.extracted_from.value,
+                    minhash=_pack(sig),
+                    story_id=story_id,
+                    feed_id=feed_id,
+                    created_at=utcnow(),
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                insert(article_bands),
+                [{"article_id": article_id, "band_key": k} for k in band_keys(sig)],
+            )
     except IntegrityError:
         dup = find_duplicate(conn, article)
         if dup is None:
             raise
         return dup
-    return StoredArticle(article_id=article_id, story_id=story_id, new_story=new_story,
-                         similarity=sim)
+    return StoredArticle(
+        article_id=article_id, story_id=story_id, new_story=new_story, similarity=sim
+    )
 
 
 def story_sizes(conn: Connection) -> dict[int, int]:

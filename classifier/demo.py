@@ -46,9 +46,12 @@ def demo_theses() -> ThesesFile:
 
 def demo_feeds(base_url: str) -> FeedsFile:
     """Server base URL → FeedsFile with the three demo feeds, watched for every thesis."""
-    return FeedsFile(feed=[
-        FeedConfig(name=name, url=f"{base_url}/feeds/{file}", tags=["demo"], poll_minutes=60)
-        for name, (file, _) in FEED_FILES.items()])
+    return FeedsFile(
+        feed=[
+            FeedConfig(name=name, url=f"{base_url}/feeds/{file}", tags=["demo"], poll_minutes=60)
+            for name, (file, _) in FEED_FILES.items()
+        ]
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -149,49 +152,114 @@ class DemoReport(Record):
     requests: int
 
 
-def run_demo(engine: Engine, settings: Settings, *, theses: ThesesFile | None = None,
-             backend: Any = None, progress: Any = None) -> DemoReport:
+def run_demo(
+    engine: Engine,
+    settings: Settings,
+    *,
+    theses: ThesesFile | None = None,
+    backend: Any = None,
+    progress: Any = None,
+) -> DemoReport:
     """Migrated fresh engine + settings → serve the demo set, run the pipeline once → DemoReport."""
     from classifier.pipeline import run_once
 
-    demo_settings = settings.model_copy(update={
-        "net": settings.net.model_copy(update={"allow_private_networks": True})})
+    demo_settings = settings.model_copy(
+        update={"net": settings.net.model_copy(update={"allow_private_networks": True})}
+    )
     with serve() as server:
-        counts = run_once(engine, demo_settings, demo_feeds(server.base_url),
-                          theses or demo_theses(), backend=backend, progress=progress)
+        counts = run_once(
+            engine,
+            demo_settings,
+            demo_feeds(server.base_url),
+            theses or demo_theses(),
+            backend=backend,
+            progress=progress,
+        )
         requests = len(server.log)
-    return report(engine, counts, base_url=server.base_url,
-                  db_url=engine.url.render_as_string(hide_password=True), requests=requests)
+    return report(
+        engine,
+        counts,
+        base_url=server.base_url,
+        db_url=engine.url.render_as_string(hide_password=True),
+        requests=requests,
+    )
 
 
-def report(engine: Engine, counts: RunCounts, *, base_url: str, db_url: str,
-           requests: int) -> DemoReport:
+def report(
+    engine: Engine, counts: RunCounts, *, base_url: str, db_url: str, requests: int
+) -> DemoReport:
     """Engine after a run → DemoReport (skips with reasons, stories with several articles)."""
     with engine.connect() as conn:
         n_entries = conn.execute(select(func.count()).select_from(entries)).scalar_one()
         n_articles = conn.execute(select(func.count()).select_from(articles)).scalar_one()
-        n_summary = conn.execute(select(func.count()).select_from(articles).where(
-            articles.c.extracted_from == "summary")).scalar_one()
-        n_stories = conn.execute(select(func.count(func.distinct(articles.c.story_id)))).scalar_one()
+        n_summary = conn.execute(
+            select(func.count()).select_from(articles).where(articles.c.extracted_from == "summary")
+        ).scalar_one()
+        n_stories = conn.execute(
+            select(func.count(func.distinct(articles.c.story_id)))
+        ).scalar_one()
         skip_rows = conn.execute(
-            select(feeds.c.name, entries.c.title, skips.c.url, skips.c.kind, skips.c.stage,
-                   skips.c.reason, skips.c.detail)
-            .select_from(skips.join(entries, entries.c.id == skips.c.entry_id)
-                         .join(feeds, feeds.c.id == entries.c.feed_id))
-            .order_by(skips.c.id)).all()
-        multi = conn.execute(select(articles.c.story_id).group_by(articles.c.story_id)
-                             .having(func.count() > 1).order_by(articles.c.story_id)).scalars().all()
+            select(
+                feeds.c.name,
+                entries.c.title,
+                skips.c.url,
+                skips.c.kind,
+                skips.c.stage,
+                skips.c.reason,
+                skips.c.detail,
+            )
+            .select_from(
+                skips.join(entries, entries.c.id == skips.c.entry_id).join(
+                    feeds, feeds.c.id == entries.c.feed_id
+                )
+            )
+            .order_by(skips.c.id)
+        ).all()
+        multi = (
+            conn.execute(
+                select(articles.c.story_id)
+                .group_by(articles.c.story_id)
+                .having(func.count() > 1)
+                .order_by(articles.c.story_id)
+            )
+            .scalars()
+            .all()
+        )
         stories = []
         for sid in multi:
             rows = conn.execute(
                 select(articles.c.title, feeds.c.name)
                 .select_from(articles.outerjoin(feeds, feeds.c.id == articles.c.feed_id))
-                .where(articles.c.story_id == sid).order_by(articles.c.id)).all()
-            stories.append(StoryRow(story_id=sid, titles=tuple(r.title for r in rows),
-                                    feeds=tuple(r.name or "" for r in rows)))
+                .where(articles.c.story_id == sid)
+                .order_by(articles.c.id)
+            ).all()
+            stories.append(
+                StoryRow(
+                    story_id=sid,
+                    titles=tuple(r.title for r in rows),
+                    feeds=tuple(r.name or "" for r in rows),
+                )
+            )
     return DemoReport(
-        base_url=base_url, db_url=db_url, counts=counts, entries=n_entries, articles=n_articles,
-        from_summary=n_summary, stories=n_stories, requests=requests,
-        skipped=tuple(SkipRow(feed=r.name, title=r.title, url=r.url, kind=r.kind, stage=r.stage,
-                              reason=r.reason, detail=r.detail) for r in skip_rows),
-        multi_stories=tuple(stories))
+        base_url=base_url,
+        db_url=db_url,
+        counts=counts,
+        entries=n_entries,
+        articles=n_articles,
+        from_summary=n_summary,
+        stories=n_stories,
+        requests=requests,
+        skipped=tuple(
+            SkipRow(
+                feed=r.name,
+                title=r.title,
+                url=r.url,
+                kind=r.kind,
+                stage=r.stage,
+                reason=r.reason,
+                detail=r.detail,
+            )
+            for r in skip_rows
+        ),
+        multi_stories=tuple(stories),
+    )

@@ -34,25 +34,35 @@ _HTML_SNIFF = re.compile(rb"<\s*(!doctype\s+html|html|head|body|article|p|div|me
 _LANG = re.compile(r"^[a-z]{2,3}(?:[-_][a-z0-9]{2,8})?$", re.I)
 
 
-def extract(entry: FeedEntry, page: Page | None, *, settings: ExtractSettings,
-            page_error: str | None = None) -> Article | Skip:
+def extract(
+    entry: FeedEntry, page: Page | None, *, settings: ExtractSettings, page_error: str | None = None
+) -> Article | Skip:
     """Feed entry + fetched page (None: not fetchable, say why in page_error) → Article | Skip."""
     if page is None:
         return _from_summary(entry, settings=settings, page_error=page_error or "page not fetched")
     ctype = page.content_type.split(";")[0].strip().lower()
     if not _looks_like_html(ctype, page.body):
-        return Skip(stage=Stage.EXTRACT, reason=SkipReason.NOT_HTML,
-                    detail=f"content-type {ctype or 'missing'!r}, {len(page.body)} bytes, "
-                           f"starts {page.body[:24]!r}")
+        return Skip(
+            stage=Stage.EXTRACT,
+            reason=SkipReason.NOT_HTML,
+            detail=f"content-type {ctype or 'missing'!r}, {len(page.body)} bytes, "
+            f"starts {page.body[:24]!r}",
+        )
     url = page.final_url or page.url
     doc = _bare_extraction(page.body, url=url)
     if doc is None or not (doc.get("text") or "").strip():
-        return Skip(stage=Stage.EXTRACT, reason=SkipReason.NO_TEXT,
-                    detail=f"trafilatura found no main text in {len(page.body)} bytes")
+        return Skip(
+            stage=Stage.EXTRACT,
+            reason=SkipReason.NO_TEXT,
+            detail=f"trafilatura found no main text in {len(page.body)} bytes",
+        )
     text = doc["text"].strip()
     if len(text) < settings.min_text_chars:
-        return Skip(stage=Stage.EXTRACT, reason=SkipReason.TOO_SHORT,
-                    detail=f"{len(text)} chars < min_text_chars {settings.min_text_chars}")
+        return Skip(
+            stage=Stage.EXTRACT,
+            reason=SkipReason.TOO_SHORT,
+            detail=f"{len(text)} chars < min_text_chars {settings.min_text_chars}",
+        )
     return Article(
         url=url,
         canonical_url=canonical_url(url),
@@ -69,7 +79,7 @@ def extract(entry: FeedEntry, page: Page | None, *, settings: ExtractSettings,
 
 
 def bare_text(body: bytes, *, url: str | None = None) -> str | None:
-    """Page bytes → the main text bare `trafilatura.extract` gives with our options (the baseline)."""
+    """Page bytes → the text bare `trafilatura.extract` gives with our options (the baseline)."""
     return trafilatura.extract(body, url=url, **TRAFILATURA_OPTIONS)
 
 
@@ -85,13 +95,18 @@ def _bare_extraction(body: bytes, *, url: str) -> dict[str, Any] | None:
     return doc.as_dict() if hasattr(doc, "as_dict") else dict(doc)
 
 
-def _from_summary(entry: FeedEntry, *, settings: ExtractSettings, page_error: str) -> Article | Skip:
+def _from_summary(
+    entry: FeedEntry, *, settings: ExtractSettings, page_error: str
+) -> Article | Skip:
     """Feed entry whose page could not be fetched → Article from its summary, or Skip."""
     text = _strip_html(entry.summary)
     if len(text) < settings.min_text_chars:
-        return Skip(stage=Stage.EXTRACT, reason=SkipReason.PAGE_UNAVAILABLE,
-                    detail=f"{page_error}; feed summary only {len(text)} chars "
-                           f"(< min_text_chars {settings.min_text_chars})")
+        return Skip(
+            stage=Stage.EXTRACT,
+            reason=SkipReason.PAGE_UNAVAILABLE,
+            detail=f"{page_error}; feed summary only {len(text)} chars "
+            f"(< min_text_chars {settings.min_text_chars})",
+        )
     url = entry.link or entry.guid
     return Article(
         url=url,

@@ -120,7 +120,6 @@ class Article(Record):
     extracted_from: ExtractedFrom = ExtractedFrom.PAGE
 
 
-# ---------------------------------------------------------------------------------------------
 class StoredArticle(Record):
     """Stage 3's result for a new article: its row, its story, and whether it opened that story."""
 
@@ -130,6 +129,7 @@ class StoredArticle(Record):
     similarity: float | None = None  # estimated Jaccard to the story's closest article, if joined
 
 
+# ---------------------------------------------------------------------------------------------
 # Stage 4 → 5
 # ---------------------------------------------------------------------------------------------
 

@@ -13,25 +13,36 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from classifier.dedupe import (BANDS, canonical_url, shingles, store_article, text_sha256)
+from classifier.dedupe import BANDS, canonical_url, shingles, store_article, text_sha256
 from classifier.records import Article, Skip, SkipReason, Stage, StoredArticle
 from classifier.store import write
 from classifier.store.tables import article_bands, articles, stories
 
 
-@pytest.mark.parametrize("raw,canon", [
-    ("HTTPS://Example.ORG:443/News/a?utm_source=rss&utm_medium=feed#comments",
-     "https://example.org/News/a"),
-    ("http://example.org:80", "http://example.org/"),
-    ("http://example.org:8080/x", "http://example.org:8080/x"),
-    ("https://example.org/a?id=7&fbclid=abc&gclid=z&page=2", "https://example.org/a?id=7&page=2"),
-    ("https://example.org/a?page=2&id=7", "https://example.org/a?id=7&page=2"),
-    ("https://example.org/a?q=open%20models&mc_cid=1&_ga=2", "https://example.org/a?q=open%20models"),
-    ("https://example.org/%7euser/a", "https://example.org/~user/a"),
-    ("https://example.org/app#!/story/42", "https://example.org/app#!/story/42"),
-    ("https://example.org./a", "https://example.org/a"),
-    ("  https://example.org/a  ", "https://example.org/a"),
-])
+@pytest.mark.parametrize(
+    "raw,canon",
+    [
+        (
+            "HTTPS://Example.ORG:443/News/a?utm_source=rss&utm_medium=feed#comments",
+            "https://example.org/News/a",
+        ),
+        ("http://example.org:80", "http://example.org/"),
+        ("http://example.org:8080/x", "http://example.org:8080/x"),
+        (
+            "https://example.org/a?id=7&fbclid=abc&gclid=z&page=2",
+            "https://example.org/a?id=7&page=2",
+        ),
+        ("https://example.org/a?page=2&id=7", "https://example.org/a?id=7&page=2"),
+        (
+            "https://example.org/a?q=open%20models&mc_cid=1&_ga=2",
+            "https://example.org/a?q=open%20models",
+        ),
+        ("https://example.org/%7euser/a", "https://example.org/~user/a"),
+        ("https://example.org/app#!/story/42", "https://example.org/app#!/story/42"),
+        ("https://example.org./a", "https://example.org/a"),
+        ("  https://example.org/a  ", "https://example.org/a"),
+    ],
+)
 def test_canonical_url(raw, canon):
     assert canonical_url(raw) == canon
 
@@ -49,8 +60,13 @@ def test_text_hash_normalises():
 
 
 def _article(text: str, url: str) -> Article:
-    return Article(url=url, canonical_url=canonical_url(url), title="t", text=text,
-                   text_sha256=text_sha256(text))
+    return Article(
+        url=url,
+        canonical_url=canonical_url(url),
+        title="t",
+        text=text,
+        text_sha256=text_sha256(text),
+    )
 
 
 def _store(engine, art: Article, feed_id=None) -> StoredArticle | Skip:
@@ -64,7 +80,9 @@ def _count(engine, table) -> int:
 
 
 def test_duplicates_add_no_row(engine):
-    text = " ".join(f"Sentence number {i} about the grid and its new storage batteries." for i in range(40))
+    text = " ".join(
+        f"Sentence number {i} about the grid and its new storage batteries." for i in range(40)
+    )
     first = _store(engine, _article(text, "https://a.example/story?utm_source=x"))
     assert isinstance(first, StoredArticle) and first.new_story
     # a re-poll with another tracking tag: same canonical URL
@@ -85,10 +103,23 @@ def test_duplicates_add_no_row(engine):
 # Story assignment measured on pairs: syndicated light rewrites vs. other articles on one topic
 # ---------------------------------------------------------------------------------------------
 
-SYNONYMS = {"said": "stated", "says": "reports", "told": "informed", "according": "per",
-            "people": "persons", "however": "but", "also": "too", "new": "fresh", "big": "large",
-            "after": "following", "before": "ahead of", "about": "around", "more": "further",
-            "many": "numerous", "show": "indicate"}
+SYNONYMS = {
+    "said": "stated",
+    "says": "reports",
+    "told": "informed",
+    "according": "per",
+    "people": "persons",
+    "however": "but",
+    "also": "too",
+    "new": "fresh",
+    "big": "large",
+    "after": "following",
+    "before": "ahead of",
+    "about": "around",
+    "more": "further",
+    "many": "numerous",
+    "show": "indicate",
+}
 FILLERS = ["reportedly", "now", "still", "the", "its"]
 
 
@@ -171,10 +202,16 @@ def story_assignment_scores(engine, corpora: Path, *, topics: int = 40) -> dict[
     tp = sum(story[a] == story[b] for a, b in same)
     fn = len(same) - tp
     fp = sum(story[a] == story[b] for a, b in different)
-    return {"same_pairs": len(same), "different_pairs": len(different), "excluded": excluded,
-            "tp": tp, "fn": fn, "fp": fp,
-            "precision": tp / (tp + fp) if tp + fp else 1.0,
-            "recall": tp / (tp + fn) if tp + fn else 1.0}
+    return {
+        "same_pairs": len(same),
+        "different_pairs": len(different),
+        "excluded": excluded,
+        "tp": tp,
+        "fn": fn,
+        "fp": fp,
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+        "recall": tp / (tp + fn) if tp + fn else 1.0,
+    }
 
 
 def test_story_assignment_precision_recall(engine, corpora):

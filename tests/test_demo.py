@@ -17,8 +17,10 @@ from classifier.pipeline import run_once
 from classifier.store.tables import articles, entries, skips
 from tests.conftest import ROOT
 
-SYNDICATED = {"Commission proposes pushing AI Act rules for general-purpose models to 2028",
-              "EU executive proposes one-year delay to AI Act rules for general-purpose AI"}
+SYNDICATED = {
+    "Commission proposes pushing AI Act rules for general-purpose models to 2028",
+    "EU executive proposes one-year delay to AI Act rules for general-purpose AI",
+}
 
 
 def test_demo_run_counts(engine):
@@ -35,27 +37,39 @@ def test_demo_run_counts(engine):
     assert set(story.titles) == SYNDICATED
     assert set(story.feeds) == {"brussels-ledger", "continental-wire"}
     reasons = {(s.stage, s.reason) for s in rep.skipped}
-    assert reasons == {("extract", "page_unavailable"), ("extract", "not_html"),
-                       ("dedupe", "duplicate_url")}
+    assert reasons == {
+        ("extract", "page_unavailable"),
+        ("extract", "not_html"),
+        ("dedupe", "duplicate_url"),
+    }
     broken = next(s for s in rep.skipped if s.reason == "page_unavailable")
     assert "HTTP 500" in broken.detail and broken.title.startswith("Rail strike")
     garbage = next(s for s in rep.skipped if s.reason == "not_html")
     assert garbage.title.startswith("Markets live")
     with engine.connect() as conn:
-        states = dict(conn.execute(select(entries.c.state, func.count()).group_by(entries.c.state)).all())
+        states = dict(
+            conn.execute(select(entries.c.state, func.count()).group_by(entries.c.state)).all()
+        )
         assert states == {"done": 20, "skipped": 3}
-        ingest_skips = select(func.count()).select_from(skips).where(
-            skips.c.stage.in_(["fetch", "extract", "dedupe"]))
+        ingest_skips = (
+            select(func.count())
+            .select_from(skips)
+            .where(skips.c.stage.in_(["fetch", "extract", "dedupe"]))
+        )
         assert conn.execute(ingest_skips).scalar_one() == 3
-        summary = conn.execute(select(articles.c.title, articles.c.language).where(
-            articles.c.extracted_from == "summary")).one()
+        summary = conn.execute(
+            select(articles.c.title, articles.c.language).where(
+                articles.c.extracted_from == "summary"
+            )
+        ).one()
         assert summary.title.startswith("Meta confirms open release of Llama 5")
         assert {r for (r,) in conn.execute(select(articles.c.language))} == {"en"}
 
 
 def test_rerun_adds_nothing(engine):
-    settings = Settings().model_copy(update={
-        "net": Settings().net.model_copy(update={"allow_private_networks": True})})
+    settings = Settings().model_copy(
+        update={"net": Settings().net.model_copy(update={"allow_private_networks": True})}
+    )
     with serve() as server:
         first = run_once(engine, settings, demo_feeds(server.base_url), demo_theses())
         seen = len(server.log)
@@ -85,10 +99,16 @@ def test_server_serves_feeds_pages_and_faults():
         assert "{{BASE}}" not in rss.text and f"{server.base_url}/pages/wire/" in rss.text
         atom = http.get("/feeds/policy.atom")
         assert atom.text.lstrip().startswith("<?xml") and "<feed" in atom.text
-        assert http.get("/feeds/policy.atom", headers={"If-None-Match": atom.headers["etag"]}
-                        ).status_code == 304
+        assert (
+            http.get(
+                "/feeds/policy.atom", headers={"If-None-Match": atom.headers["etag"]}
+            ).status_code
+            == 304
+        )
         assert http.get("/pages/wire/2026/11/rail-strike-live.html").status_code == 500
-        assert http.get("/pages/northwind/2026/11/meta-llama-5-open-release.html").status_code == 404
+        assert (
+            http.get("/pages/northwind/2026/11/meta-llama-5-open-release.html").status_code == 404
+        )
         assert http.get("/pages/../theses.toml").status_code == 404
 
 

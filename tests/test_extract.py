@@ -36,8 +36,10 @@ def _benchmark_pages(corpora) -> list[tuple[str, bytes]]:
     root = corpora / "article-extraction-benchmark"
     truth = json.loads((root / "ground-truth.json").read_text())
     files = _sample(sorted((root / "html").glob("*.html.gz")), 12)
-    return [(truth[f.name.removesuffix(".html.gz")]["url"], gzip.decompress(f.read_bytes()))
-            for f in files]
+    return [
+        (truth[f.name.removesuffix(".html.gz")]["url"], gzip.decompress(f.read_bytes()))
+        for f in files
+    ]
 
 
 def _trafilatura_eval_pages(corpora) -> list[tuple[str, bytes]]:
@@ -103,21 +105,27 @@ SENTENCES = [
 
 def _article_html(title: str, paragraphs: int, lang: str | None = "en") -> bytes:
     lang_attr = f' lang="{lang}"' if lang else ""
-    body = "".join(f"<p>{SENTENCES[i % len(SENTENCES)]} (Paragraph {i}.)</p>"
-                   for i in range(paragraphs))
-    return (f"<!DOCTYPE html><html{lang_attr}><head><title>{title}</title></head><body>"
-            f"<nav><a href='/'>Home</a></nav><article><h1>{title}</h1>{body}"
-            f"</article><footer>Imprint</footer></body></html>").encode()
+    body = "".join(
+        f"<p>{SENTENCES[i % len(SENTENCES)]} (Paragraph {i}.)</p>" for i in range(paragraphs)
+    )
+    return (
+        f"<!DOCTYPE html><html{lang_attr}><head><title>{title}</title></head><body>"
+        f"<nav><a href='/'>Home</a></nav><article><h1>{title}</h1>{body}"
+        f"</article><footer>Imprint</footer></body></html>"
+    ).encode()
 
 
-@pytest.mark.parametrize("ctype,body", [
-    ("application/pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >>"),
-    ("application/json", b'{"title": "not a page"}'),
-    ("image/png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
-    ("text/html", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage\x00\xff\xfe"),
-    ("text/html", b"Internal error, please retry later"),
-    ("text/html", b""),
-])
+@pytest.mark.parametrize(
+    "ctype,body",
+    [
+        ("application/pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >>"),
+        ("application/json", b'{"title": "not a page"}'),
+        ("image/png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
+        ("text/html", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage\x00\xff\xfe"),
+        ("text/html", b"Internal error, please retry later"),
+        ("text/html", b""),
+    ],
+)
 def test_not_html_is_a_skip(ctype, body):
     got = extract(_entry(), _page(body, ctype=ctype), settings=SETTINGS)
     assert isinstance(got, Skip)
@@ -137,7 +145,8 @@ def test_too_short_is_a_skip():
 
 
 def test_no_text_is_a_skip():
-    body = b"<html><head><title>x</title></head><body><div></div><script>var a=1;</script></body></html>"
+    body = (b"<html><head><title>x</title></head>"
+            b"<body><div></div><script>var a=1;</script></body></html>")
     got = extract(_entry(), _page(body), settings=SETTINGS)
     assert isinstance(got, Skip) and got.reason is SkipReason.NO_TEXT
 
@@ -158,9 +167,14 @@ def test_summary_fallback_only_without_page():
 def test_language_from_html_lang_then_detector():
     de = extract(_entry(), _page(_article_html("Titel", 6, lang="de-DE")), settings=SETTINGS)
     assert isinstance(de, Article) and de.language == "de"
-    text = ("<html><body><article>" + "".join(
-        f"<p>Die Bundesregierung hat am Dienstag neue Regeln für Elektroautos beschlossen, die "
-        f"ab dem kommenden Jahr gelten sollen (Absatz {i}).</p>" for i in range(6))
-            + "</article></body></html>").encode()
+    text = (
+        "<html><body><article>"
+        + "".join(
+            f"<p>Die Bundesregierung hat am Dienstag neue Regeln für Elektroautos beschlossen, die "
+            f"ab dem kommenden Jahr gelten sollen (Absatz {i}).</p>"
+            for i in range(6)
+        )
+        + "</article></body></html>"
+    ).encode()
     detected = extract(_entry(), _page(text), settings=SETTINGS)
     assert isinstance(detected, Article) and detected.language == "de"

@@ -35,26 +35,52 @@ def _fresh_engine(db: str | None):  # type: ignore[no-untyped-def]
     if n:
         engine.dispose()
         shown = make_url(url).render_as_string(hide_password=True)
-        raise EvidenceError(f"{shown} already holds {n} feeds; the demo needs a fresh database "
-                            "(omit --db to use ./demo.db, which the demo recreates)")
+        raise EvidenceError(
+            f"{shown} already holds {n} feeds; the demo needs a fresh database "
+            "(omit --db to use ./demo.db, which the demo recreates)"
+        )
     return engine
 
 
 @main.command()
-@click.option("--db", metavar="URL", default=None,
-              help="Fresh database to fill (default ./demo.db, recreated on each demo). "
-                   "Deliberately not read from EVIDENCE_DB.")
-@click.option("--model", default="local", show_default=True, metavar="SPEC",
-              help="Labeling backend: local (the embedded model), local:PATH.gguf, "
-                   "openai:MODEL, or none to stop before labeling.")
-@click.option("--theses", "theses_path", metavar="PATH", default=None,
-              help="Theses file (default: the demo's copy of the repo's theses.toml).")
-@click.option("--config", envvar="EVIDENCE_CONFIG", metavar="PATH",
-              help="Settings file (default ./evidence.toml if present).")
+@click.option(
+    "--db",
+    metavar="URL",
+    default=None,
+    help="Fresh database to fill (default ./demo.db, recreated on each demo). "
+    "Deliberately not read from EVIDENCE_DB.",
+)
+@click.option(
+    "--model",
+    default="local",
+    show_default=True,
+    metavar="SPEC",
+    help="Labeling backend: local (the embedded model), local:PATH.gguf, "
+    "openai:MODEL, or none to stop before labeling.",
+)
+@click.option(
+    "--theses",
+    "theses_path",
+    metavar="PATH",
+    default=None,
+    help="Theses file (default: the demo's copy of the repo's theses.toml).",
+)
+@click.option(
+    "--config",
+    envvar="EVIDENCE_CONFIG",
+    metavar="PATH",
+    help="Settings file (default ./evidence.toml if present).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or report.")
-def demo(db: str | None, model: str, theses_path: str | None, config: str | None,
-         as_json: bool, quiet: bool) -> None:
+def demo(
+    db: str | None,
+    model: str,
+    theses_path: str | None,
+    config: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Run the whole pipeline offline on the bundled demo news site.
 
     Starts an HTTP server on 127.0.0.1 (ephemeral port) serving three feeds (RSS and Atom) and
@@ -72,11 +98,18 @@ def demo(db: str | None, model: str, theses_path: str | None, config: str | None
     backend = None
     if model != "none":
         from classifier.backends import get_backend
+
         backend = get_backend(model, settings.label)
     engine = _fresh_engine(db)
     try:
-        with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
-                      console=console, transient=True, disable=quiet or as_json) as bar:
+        with Progress(
+            TextColumn("{task.description:>8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+            disable=quiet or as_json,
+        ) as bar:
             tasks: dict[str, int] = {}
 
             def progress(stage: str, done: int, total: int) -> None:
@@ -97,27 +130,46 @@ def demo(db: str | None, model: str, theses_path: str | None, config: str | None
 
 def _print_report(out: Console, rep, *, labeled: bool) -> None:  # type: ignore[no-untyped-def]
     c = rep.counts
-    out.print(f"[bold]Demo[/bold]: served {rep.requests} requests from {rep.base_url} "
-              f"into {rep.db_url}")
+    out.print(
+        f"[bold]Demo[/bold]: served {rep.requests} requests from {rep.base_url} into {rep.db_url}"
+    )
     t = Table(title="What each stage did", show_header=True)
     t.add_column("stage")
     t.add_column("result", justify="left")
-    t.add_row("1 fetch", f"{c.feeds_polled} feeds polled ({c.feeds_failed} failed, "
-                         f"{c.feeds_not_modified} not modified), {c.entries_new} new entries")
-    t.add_row("2 extract", f"{rep.articles + c.duplicates} texts extracted, "
-                           f"{rep.from_summary} of them from the feed summary (page unavailable); "
-                           f"{c.skipped} skipped, {c.failed} failed")
-    t.add_row("3 dedupe", f"{c.articles_new} new articles in {rep.stories} stories, "
-                          f"{c.duplicates} duplicates dropped")
+    t.add_row(
+        "1 fetch",
+        f"{c.feeds_polled} feeds polled ({c.feeds_failed} failed, "
+        f"{c.feeds_not_modified} not modified), {c.entries_new} new entries",
+    )
+    t.add_row(
+        "2 extract",
+        f"{rep.articles + c.duplicates} texts extracted, "
+        f"{rep.from_summary} of them from the feed summary (page unavailable); "
+        f"{c.skipped} skipped, {c.failed} failed",
+    )
+    t.add_row(
+        "3 dedupe",
+        f"{c.articles_new} new articles in {rep.stories} stories, "
+        f"{c.duplicates} duplicates dropped",
+    )
     t.add_row("4 route", f"{c.pairs_routed} pairs sent to the labeler, {c.pairs_skipped} skipped")
-    t.add_row("5 label", f"{c.labels_new} labels queued for review, {c.labels_failed} failed"
-              if labeled else "not run (--model none)")
+    t.add_row(
+        "5 label",
+        f"{c.labels_new} labels queued for review, {c.labels_failed} failed"
+        if labeled
+        else "not run (--model none)",
+    )
     out.print(t)
     if rep.skipped:
-        out.print(f"[bold]Skipped or failed[/bold] ({len(rep.skipped)}, stored in the skips table):")
+        out.print(
+            f"[bold]Skipped or failed[/bold] ({len(rep.skipped)}, stored in the skips table):"
+        )
         for r in rep.skipped:
-            out.print(f"  - {r.feed}: {r.title[:70]}\n    {r.stage} {r.kind} [bold]{r.reason}[/bold]: "
-                      f"{r.detail[:200]}", soft_wrap=True)
+            out.print(
+                f"  - {r.feed}: {r.title[:70]}\n    {r.stage} {r.kind} [bold]{r.reason}[/bold]: "
+                f"{r.detail[:200]}",
+                soft_wrap=True,
+            )
     for st in rep.multi_stories:
         out.print(f"Story #{st.story_id} joins {len(st.titles)} articles:")
         for title, feed in zip(st.titles, st.feeds, strict=True):
