@@ -40,11 +40,15 @@ def load(path: str, *, seed: int = 42, n_ctx: int = N_CTX) -> Any:
                 "(or use --model openai:<model> with OPENAI_API_KEY / OPENAI_BASE_URL)") from e
         if not Path(path).is_file():
             raise BackendUnavailable(f"model file not found: {path}")
-        threads = int(os.environ.get("EVIDENCE_THREADS", "0")) or max(1, (os.cpu_count() or 2))
+        # llama-cpp-python's own default (half the CPUs: physical cores on SMT machines). More
+        # threads than free cores is much worse than fewer: llama.cpp's threads spin at barriers,
+        # and one descheduled thread stalls the rest (32 tokens on 2 busy cores: 151 s with 2
+        # threads, 22 s with 1).
+        threads = int(os.environ.get("EVIDENCE_THREADS", "0")) or max(1, (os.cpu_count() or 2) // 2)
         try:
             with _weight_repacking(os.environ.get("EVIDENCE_LLAMA_REPACK") == "1"):
-                llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, seed=seed,
-                            verbose=False)
+                llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads,
+                            n_threads_batch=threads, seed=seed, verbose=False)
         except (ValueError, RuntimeError) as e:
             raise BackendUnavailable(f"llama.cpp cannot load {path}: {e}") from e
         _MODELS[path] = llm
