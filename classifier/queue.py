@@ -186,11 +186,18 @@ def _item(row: Any) -> QueueItem:
     return QueueItem(**d)
 
 
-def list_queue(conn: Connection, flt: QueueFilter, *, limit: int = 50,
-               offset: int = 0) -> tuple[list[QueueItem], int]:
-    """Filter, page → (the page of queue items in review order, the total that match)."""
+def list_queue(conn: Connection, flt: QueueFilter, *, limit: int = 50, offset: int = 0,
+               count_limit: int | None = None) -> tuple[list[QueueItem], int]:
+    """Filter, page → (the page of queue items in review order, the total that match).
+
+    With `count_limit`, counting stops there (the total is then "at least count_limit"): a page
+    header need not count a long queue to the end.
+    """
     conds = _where(flt)
-    total = conn.execute(select(func.count()).select_from(_from(flt)).where(*conds)).scalar_one()
+    matching = select(labels.c.id).select_from(_from(flt)).where(*conds)
+    if count_limit is not None:
+        matching = matching.limit(count_limit)
+    total = conn.execute(select(func.count()).select_from(matching.subquery())).scalar_one()
     ids = conn.execute(select(labels.c.id).select_from(_from(flt)).where(*conds)
                        .order_by(*ORDER).limit(limit).offset(offset)).scalars().all()
     return _items(conn, list(ids)), total

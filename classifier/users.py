@@ -31,6 +31,7 @@ SESSION_TTL = timedelta(hours=12)
 SESSION_IDLE = timedelta(hours=2)
 TOUCH_EVERY = timedelta(minutes=5)  # refresh last_seen_at at most this often (a write per request is waste)
 LOGIN_WINDOW = timedelta(minutes=15)
+KEEP_ATTEMPTS = timedelta(days=7)  # kept for the audit of sign-ins, then pruned
 MAX_FAILS_PER_NAME = 5
 MAX_FAILS_PER_IP = 20
 MIN_PASSWORD = 10
@@ -142,6 +143,9 @@ def authenticate(engine: Engine, name: str, password: str, *, ip: str) -> User |
         ok = False
     with write(engine) as conn:
         conn.execute(login_attempts.insert().values(name=name, ip=ip[:64], ok=ok, created_at=now))
+        # keep both tables small: old attempts no longer count, expired sessions cannot be used
+        conn.execute(login_attempts.delete().where(login_attempts.c.created_at < now - KEEP_ATTEMPTS))
+        conn.execute(sessions.delete().where(sessions.c.expires_at < now))
         if ok and _hasher.check_needs_rehash(row.password_hash):
             conn.execute(users.update().where(users.c.id == row.id)
                          .values(password_hash=_hasher.hash(password)))

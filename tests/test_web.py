@@ -169,6 +169,21 @@ def test_skip_and_undo(desk):
     assert r.headers["location"] == "/queue?notice=nothing-to-undo"
 
 
+def test_j_k_neighbours_follow_review_order(desk):
+    c = login(desk.client(), "ann")
+    with desk.engine.connect() as conn:
+        from classifier import queue
+        order = [i.label_id for i in queue.list_queue(conn, queue.QueueFilter(), limit=99)[0]]
+    r = c.get(f"/item/{order[3]}/next", follow_redirects=False)
+    assert r.headers["location"] == f"/item/{order[4]}"
+    r = c.get(f"/item/{order[3]}/prev?thesis=", follow_redirects=False)
+    assert r.headers["location"] == f"/item/{order[2]}"
+    r = c.get(f"/item/{order[0]}/prev", follow_redirects=False)
+    assert r.headers["location"] == "/queue?notice=end"
+    r = c.get(f"/item/{order[-1]}/next", follow_redirects=False)
+    assert r.headers["location"] == "/queue?notice=end"
+
+
 def test_thesis_theses_and_feeds_pages(desk):
     c = login(desk.client(), "ann")
     label_id, page = _open_next(c, "?thesis=oss-parity")
@@ -268,3 +283,22 @@ def test_highlight_matches_quotes_like_the_grounding_check():
     for bad in ("javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:x", "java\tscript:x",
                 "data:text/html,x", "//evil.example", "&#106;avascript:x", "http:/x"):
         assert safe_href(bad) is None, bad
+
+
+def test_serve_warns_loudly_when_not_on_loopback(db_url, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.web_support import ROOT
+    # 192.0.2.1 (TEST-NET-1) is not a local address: the warning prints, then the bind fails, so
+    # nothing is ever exposed by this test.
+    p = subprocess.run([sys.executable, "-m", "classifier", "serve", "--db", db_url, "--host",
+                        "192.0.2.1", "--port", "8765", "--theses", str(ROOT / "theses.toml")],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert "WARNING: binding 192.0.2.1:8765" in p.stderr and "reachable from the network" in p.stderr
+    assert "No users yet" in p.stderr
+    assert p.returncode != 0
+    from classifier.cli.review import _is_loopback
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.5")

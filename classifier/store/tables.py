@@ -202,6 +202,7 @@ Index("ix_labels_review_state", labels.c.review_state, labels.c.thesis_id)
 QUEUE_KEY_TRIGGER = '\nCASE\n    WHEN "trigger" IS NULL THEN 1\n    ELSE 0\nEND'
 QUEUE_KEY_STRENGTH = ("\nCASE strength\n    WHEN 'strong' THEN 0\n    WHEN 'moderate' THEN 1\n"
                       "    WHEN 'weak' THEN 2\n    ELSE 3\nEND")
+Index("ix_labels_claimed_by", labels.c.claimed_by)  # an editor's claims, released on each claim
 Index("ix_labels_queue", labels.c.review_state, text(f"({QUEUE_KEY_TRIGGER})"),
       text(f"({QUEUE_KEY_STRENGTH})"), labels.c.confidence.desc(), labels.c.id.desc())
 

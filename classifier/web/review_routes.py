@@ -27,10 +27,12 @@ from classifier.web.auth import CurrentUser
 from classifier.web.templating import highlight, render
 
 router = APIRouter()
+COUNT_LIMIT = 1000  # the queue page says "1000+" rather than counting a long queue to the end
 NOTICES = {  # fixed texts: a notice code in the URL can never inject words into the page
     "empty": "Nothing left to review with these filters.",
     "nothing-to-undo": "You have no decision left to undo.",
     "undone": "Your last decision was undone; the item is back in its earlier state.",
+    "end": "That was the end of the queue in that direction.",
 }
 
 
@@ -77,12 +79,13 @@ def queue_page(request: Request, user: CurrentUser, page: int = 1, notice: str =
     size = desk.settings.page_size
     page = max(page, 1)
     with desk.engine.connect() as conn:
-        items, total = queue.list_queue(conn, flt, limit=size, offset=(page - 1) * size)
+        items, total = queue.list_queue(conn, flt, limit=size, offset=(page - 1) * size,
+                                        count_limit=COUNT_LIMIT)
         feed_names = conn.execute(select(feeds.c.name).order_by(feeds.c.name)).scalars().all()
-        counts = queue.counts(conn)
     return render(request, "queue.html", {
-        "items": items, "total": total, "flt": flt, "q": _q(flt), "page": page,
-        "pages": max((total + size - 1) // size, 1), "feed_names": feed_names, "counts": counts,
+        "items": items, "total": total, "more": total >= COUNT_LIMIT, "flt": flt, "q": _q(flt),
+        "page": page,
+        "pages": max((total + size - 1) // size, 1), "feed_names": feed_names,
         "notice": NOTICES.get(notice), "now": utcnow()})
 
 
@@ -146,9 +149,8 @@ def _item_response(request: Request, user: User, label_id: int, *, notice: str =
     holder = queue.claim(desk.engine, label_id, user.name, lease=desk.settings.lease)
     with desk.engine.connect() as conn:
         ctx = item_context(conn, label_id)
-        prev_id, next_id = queue.neighbours(conn, flt, label_id)
-    ctx.update({"flt": flt, "q": _q(flt), "holder": holder, "prev_id": prev_id,
-                "next_id": next_id, "thesis": _thesis(request, ctx["item"].thesis_id),
+    ctx.update({"flt": flt, "q": _q(flt), "holder": holder,
+                "thesis": _thesis(request, ctx["item"].thesis_id),
                 "notice": NOTICES.get(notice), "error": error})
     if form is not None:
         ctx["current"] = form
@@ -157,6 +159,28 @@ def _item_response(request: Request, user: User, label_id: int, *, notice: str =
 
 def _opt(value: str | None) -> str | None:
     return value or None
+
+
+@router.get("/item/{label_id}/next")
+def neighbour_next(request: Request, user: CurrentUser, label_id: int) -> Response:
+    """Label id, filters → the item after it in review order (j), or the queue at the end."""
+    return _neighbour(request, label_id, 1)
+
+
+@router.get("/item/{label_id}/prev")
+def neighbour_prev(request: Request, user: CurrentUser, label_id: int) -> Response:
+    """Label id, filters → the item before it in review order (k), or the queue at the start."""
+    return _neighbour(request, label_id, 0)
+
+
+def _neighbour(request: Request, label_id: int, which: int) -> Response:
+    # resolved on demand: the item page itself need not compute both neighbours
+    flt = _filter_from(request)
+    with _desk(request).engine.connect() as conn:
+        target = queue.neighbours(conn, flt, label_id)[which]
+    if target is None:
+        return RedirectResponse(_with_q("/queue", _q(flt), notice="end"), status_code=303)
+    return RedirectResponse(_with_q(f"/item/{target}", _q(flt)), status_code=303)
 
 
 @router.post("/item/{label_id}/decide")

@@ -98,6 +98,7 @@ def upgrade() -> None:
     op.create_index("ix_decisions_user_name", "decisions", ["user_name", "id"])
     with op.batch_alter_table("labels", schema=None) as batch_op:
         batch_op.add_column(sa.Column("final", sa.JSON(), nullable=True))
+    op.create_index("ix_labels_claimed_by", "labels", ["claimed_by"])
     # the review order as an index (see tables.py: same expressions as queue.ORDER)
     op.create_index("ix_labels_queue", "labels", [
         "review_state", sa.text(f"({QUEUE_KEY_TRIGGER})"), sa.text(f"({QUEUE_KEY_STRENGTH})"),
@@ -115,6 +116,7 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS decisions_no_truncate ON decisions")
         op.execute("DROP FUNCTION IF EXISTS decisions_append_only()")
     op.drop_index("ix_labels_queue", table_name="labels")
+    op.drop_index("ix_labels_claimed_by", table_name="labels")
     with op.batch_alter_table("labels", schema=None) as batch_op:
         batch_op.drop_column("final")
     op.drop_index("ix_decisions_user_name", table_name="decisions")
