@@ -83,8 +83,10 @@ def load_model(path: str | os.PathLike[str] | None = None) -> Any:
         raise RouterUnavailable(f"no sentence-transformers model at {path} (modules.json missing)")
     try:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
     except ImportError as e:
         raise RouterUnavailable("sentence-transformers is not installed") from e
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar on stderr would garble cron logs
     return SentenceTransformer(str(path), device="cpu", local_files_only=True)
 
 

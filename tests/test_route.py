@@ -204,3 +204,29 @@ def test_one_call_per_story(engine: Engine, router: Router) -> None:
     late = add_article(engine, LLAMA_MODEL[0], LLAMA_MODEL[1] + " (AP)", story_id=story)
     assert route_new_articles(engine, [OSS], FeedsFile(), router=router) == (0, 1)
     assert skip_rows(engine)[(late, "oss-parity")][2] == "same_story"
+
+
+def test_cli_route_dry_run_then_store(engine: Engine, db_url: str) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from classifier.cli import main
+    from tests.conftest import ROOT
+
+    a = add_article(engine, *EV_NEWS)
+    theses = str(ROOT / "theses.toml")
+    args = ["route", "--db", db_url, "--theses", theses, "--feeds", "/nonexistent.toml"]
+    dry = CliRunner().invoke(main, [*args, "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    plan = {p["thesis_id"]: p for p in json.loads(dry.stdout)}
+    assert set(plan) == {"oss-parity", "eu-ai-act-delay", "ev-share-eu"}
+    assert plan["ev-share-eu"]["state"] == "pending" and plan["ev-share-eu"]["article_id"] == a
+    assert plan["oss-parity"]["skip_reason"] == "low_score"
+    assert stored(engine) == {}
+    real = CliRunner().invoke(main, [*args, "--thesis", "ev-share-eu", "--json"])
+    assert real.exit_code == 0, real.output
+    assert json.loads(real.stdout)["sent"] == 1
+    assert stored(engine)[(a, "ev-share-eu")][0] == "pending" and len(stored(engine)) == 1
+    bad = CliRunner().invoke(main, [*args, "--thesis", "nope"])
+    assert bad.exit_code == 1 and "unknown thesis 'nope'" in bad.output
