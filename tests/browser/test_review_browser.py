@@ -306,3 +306,28 @@ def test_editor_on_admin_route_and_session_reuse_after_logout(browser, desk_serv
     ctx.close()
     with desk_server.engine.connect() as c:
         assert c.execute(select(func.count()).select_from(decisions)).scalar() == 0
+
+
+def test_basic_forms_work_without_javascript(browser, desk_server):
+    ctx = browser.new_context(base_url=desk_server.url, java_script_enabled=False)
+    page = ctx.new_page()
+    page.goto("/login")
+    page.fill("input[name=name]", "bob")
+    page.fill("input[name=password]", PASSWORD)
+    page.press("input[name=password]", "Enter")
+    page.wait_for_url("**/queue")
+    page.goto("/next")
+    first = item_id(page.url)
+    page.focus("#approve-form button")
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda url: "/item/" in url and item_id(url) != first)
+    second = item_id(page.url)
+    page.select_option("#f-relevant", "false")
+    page.click("#correct-form button[type=submit]")
+    page.wait_for_url(lambda url: "/item/" in url and item_id(url) != second)
+    page.click("#undo-form button")
+    page.wait_for_url(re.compile(rf"/item/{second}\?notice=undone"))
+    assert _label(desk_server.engine, first).review_state == "approved"
+    assert _label(desk_server.engine, second).review_state == "pending"
+    assert [a for _, a, _ in _actions(desk_server.engine)] == ["approve", "correct", "undo"]
+    ctx.close()
