@@ -1,0 +1,127 @@
+"""Labeler overhead against a bare llama.cpp call with the same prompt, in the same run.
+
+For each gold article: one bare `create_chat_completion` (same rendered messages, same schema
+grammar, temperature 0, same max_tokens) and one `label_article` through our stack (render,
+grammar, validation, grounding, re-asks if any), alternating which goes first so drift and the
+prefix cache favour neither. Both share the model instance, so the fixed system prompt stays
+cached for both. Prints per-article times, the ratio ours / bare (goal <= 1.1), prompt tokens per
+article (goal <= 1,500), and pairs per minute.
+
+    .venv/bin/python bench/label.py --n 3
+    .venv/bin/python bench/label.py --n 3 --model local:/path/to/other.gguf
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from classifier.backends import get_backend  # noqa: E402
+from classifier.config import LabelSettings, load_theses  # noqa: E402
+from classifier.errors import LabelError  # noqa: E402
+from classifier.label import build_request, label_article  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", default="local")
+    ap.add_argument("--gold", default=str(ROOT / "eval" / "gold" / "seed.jsonl"))
+    ap.add_argument("--n", type=int, default=3, help="articles (each is labeled twice)")
+    ap.add_argument("--theses", default=str(ROOT / "theses.toml"))
+    ap.add_argument("--json", dest="json_out")
+    args = ap.parse_args()
+
+    settings = LabelSettings()
+    theses = load_theses(args.theses)
+    items = [json.loads(line) for line in Path(args.gold).read_text().splitlines() if line.strip()]
+    # spread over theses and lengths: every k-th item
+    step = max(1, len(items) // max(1, args.n))
+    items = items[::step][: args.n]
+    t0 = time.perf_counter()
+    backend = get_backend(args.model, settings)
+    load_s = time.perf_counter() - t0
+    if backend.name != "local":
+        raise SystemExit("the bare baseline is llama.cpp in-process: use --model local[:PATH]")
+    llm = backend.llm  # type: ignore[attr-defined]
+    print(f"{backend.name}:{backend.model}, loaded in {load_s:.1f} s; {len(items)} articles",
+          flush=True)
+
+    # warm the cache with the fixed system prompt once, for both sides alike
+    _, warm = build_request(theses.get(items[0]["thesis"]), title="warm-up", text="warm-up",
+                            settings=settings)
+    llm.create_chat_completion(messages=list(warm.messages)[:1] + [
+        {"role": "user", "content": "ok"}], max_tokens=1, temperature=0)
+
+    rows = []
+    for i, item in enumerate(items):
+        thesis, art = theses.get(item["thesis"]), item["article"]
+
+        def bare() -> tuple[float, dict]:
+            _, req = build_request(thesis, title=art["title"], text=art["text"],
+                                   source=art.get("source"), settings=settings)
+            t = time.perf_counter()
+            out = llm.create_chat_completion(
+                messages=list(req.messages), temperature=0.0, seed=settings.seed,
+                max_tokens=req.max_tokens,
+                response_format={"type": "json_object", "schema": req.schema})
+            return time.perf_counter() - t, out["usage"]
+
+        def ours() -> tuple[float, dict, int, str]:
+            t = time.perf_counter()
+            try:
+                out = label_article(backend, thesis, title=art["title"], text=art["text"],
+                                    source=art.get("source"), settings=settings)
+                usage = {"prompt_tokens": out.meta.tokens_in,
+                         "completion_tokens": out.meta.tokens_out}
+                return time.perf_counter() - t, usage, out.meta.attempts, "labeled"
+            except LabelError as e:
+                calls = getattr(e, "calls", [])
+                usage = {"prompt_tokens": sum(c.tokens_in for c in calls),
+                         "completion_tokens": sum(c.tokens_out for c in calls)}
+                return (time.perf_counter() - t, usage, len(calls),
+                        getattr(e, "error_type", "error"))
+
+        if i % 2 == 0:
+            b_s, b_u = bare()
+            o_s, o_u, attempts, state = ours()
+        else:
+            o_s, o_u, attempts, state = ours()
+            b_s, b_u = bare()
+        rows.append({"id": item["id"], "bare_s": b_s, "ours_s": o_s, "attempts": attempts,
+                     "state": state, "bare_prompt_tokens": b_u["prompt_tokens"],
+                     "bare_completion_tokens": b_u["completion_tokens"],
+                     "ours_prompt_tokens": o_u["prompt_tokens"],
+                     "ours_completion_tokens": o_u["completion_tokens"],
+                     "article_chars": len(art["text"])})
+        r = rows[-1]
+        print(f"{item['id']}: bare {b_s:.1f} s, ours {o_s:.1f} s ({attempts} attempt(s), {state}); "
+              f"prompt tokens {r['bare_prompt_tokens']}, completion {r['bare_completion_tokens']} / "
+              f"{r['ours_completion_tokens']}", flush=True)
+
+    bare_total = sum(r["bare_s"] for r in rows)
+    ours_total = sum(r["ours_s"] for r in rows)
+    one_attempt = [r for r in rows if r["attempts"] == 1]
+    ratio_1 = (sum(r["ours_s"] for r in one_attempt) / sum(r["bare_s"] for r in one_attempt)
+               if one_attempt else float("nan"))
+    tokens = [r["bare_prompt_tokens"] + r["bare_completion_tokens"] for r in rows]
+    print(f"\nours / bare, all pairs: {ours_total / bare_total:.2f}x "
+          f"(ours {ours_total:.1f} s, bare {bare_total:.1f} s; re-asks count against ours)")
+    print(f"ours / bare, pairs answered in one attempt ({len(one_attempt)}): {ratio_1:.2f}x")
+    print(f"tokens per article (prompt + completion, one attempt): mean "
+          f"{statistics.mean(tokens):.0f}, max {max(tokens)}; prompt max "
+          f"{max(r['bare_prompt_tokens'] for r in rows)}")
+    print(f"pairs per minute through our labeler: {60 * len(rows) / ours_total:.2f}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"rows": rows, "ratio": ours_total / bare_total,
+                                                   "ratio_one_attempt": ratio_1}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
