@@ -159,6 +159,7 @@ def run_demo(
     theses: ThesesFile | None = None,
     backend: Any = None,
     progress: Any = None,
+    label_limit: int | None = None,
 ) -> DemoReport:
     """Migrated fresh engine + settings → serve the demo set, run the pipeline once → DemoReport."""
     from classifier.pipeline import run_once
@@ -174,6 +175,7 @@ def run_demo(
             theses or demo_theses(),
             backend=backend,
             progress=progress,
+            label_limit=label_limit,
         )
         requests = len(server.log)
     return report(

@@ -59,6 +59,13 @@ def _fresh_engine(db: str | None):  # type: ignore[no-untyped-def]
     "openai:MODEL, or none to stop before labeling.",
 )
 @click.option(
+    "--label-limit",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Label at most N of the routed pairs (default all; the rest stay pending).",
+)
+@click.option(
     "--theses",
     "theses_path",
     metavar="PATH",
@@ -76,6 +83,7 @@ def _fresh_engine(db: str | None):  # type: ignore[no-untyped-def]
 def demo(
     db: str | None,
     model: str,
+    label_limit: int | None,
     theses_path: str | None,
     config: str | None,
     as_json: bool,
@@ -117,7 +125,14 @@ def demo(
                     tasks[stage] = bar.add_task(stage, total=total)
                 bar.update(tasks[stage], completed=done, total=total)
 
-            rep = run_demo(engine, settings, theses=theses, backend=backend, progress=progress)
+            rep = run_demo(
+                engine,
+                settings,
+                theses=theses,
+                backend=backend,
+                progress=progress,
+                label_limit=label_limit,
+            )
     finally:
         engine.dispose()
     if as_json:
