@@ -16,6 +16,7 @@ chunks, so a server trickling one byte a second or hanging after the headers end
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -114,11 +115,26 @@ def _clamp(timeout: float | None, exc: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-_DNS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dns")
+def _new_resolver() -> None:
+    global _DNS
+    _DNS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dns")
+
+
+_new_resolver()
+# A forked child (worker processes) inherits the pool's bookkeeping but not its threads:
+# give it a pool of its own, or every lookup would wait forever in a queue nobody reads.
+os.register_at_fork(after_in_child=_new_resolver)
 
 
 def _resolve(host: str, port: int, timeout: float | None) -> list[Any]:
     """Host, port → getaddrinfo answers, within `timeout` (getaddrinfo itself has none)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:  # a canonical IP literal: nothing to look up, no thread needed
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                  flags=socket.AI_NUMERICHOST)
     fut = _DNS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
         return fut.result(timeout=timeout)
