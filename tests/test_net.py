@@ -238,3 +238,22 @@ def test_at_most_two_connections_per_host(fault_server: FaultServer) -> None:
             t.join()
     assert fault_server.hits("/sleep") == 6
     assert fault_server.max_in_flight == 2
+
+
+def test_client_works_in_a_forked_child(fault_server: FaultServer) -> None:
+    """Worker processes are forked: name lookups must not wait on the parent's resolver threads."""
+    import os
+
+    fault_server.add("/a.xml", "<rss/>")
+    url = f"http://localhost:{fault_server.port}/a.xml"
+    with Client(OPEN) as c:
+        assert c.get(url).status == 200  # the parent's resolver pool now has an idle thread
+        pid = os.fork()
+        if pid == 0:  # child: exit status says whether the lookup and fetch worked
+            try:
+                with Client(OPEN) as fresh:  # a new pool: the lookup really happens
+                    os._exit(0 if fresh.get(url).body == b"<rss/>" else 1)
+            except BaseException:  # noqa: BLE001
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
