@@ -297,6 +297,7 @@ class Client:
         )
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
         self._hosts_lock = threading.Lock()
+        self._pid = os.getpid()
 
     def __enter__(self) -> Client:
         return self
@@ -312,6 +313,9 @@ class Client:
     def _host_slot(self, url: httpx.URL) -> Iterator[None]:
         # At most `per_host_connections` requests in flight to one host, across threads.
         key = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+        if os.getpid() != self._pid:
+            # Forked (worker processes): slots held by the parent's threads never come back.
+            self._hosts, self._hosts_lock, self._pid = {}, threading.Lock(), os.getpid()
         with self._hosts_lock:
             sem = self._hosts.setdefault(
                 key, threading.BoundedSemaphore(self.settings.per_host_connections))
