@@ -60,7 +60,7 @@ class LabelSettings(Model):
 
     backend: str | None = None  # None: EVIDENCE_MODEL, else "local" (or "openai" when a key is set)
     openai_mode: Literal["json_schema", "tools", "json"] | None = None  # None: per-server default
-    max_article_tokens: Annotated[int, Field(ge=100)] = 700
+    max_article_tokens: Annotated[int, Field(ge=100)] = 550  # ≤1,500 tokens/article in all
     max_output_tokens: Annotated[int, Field(ge=64)] = 400
     max_reasks: Annotated[int, Field(ge=0, le=5)] = 2
     timeout_s: Annotated[float, Field(gt=0)] = 120.0

@@ -26,7 +26,7 @@ from classifier.errors import ConfigError
 
 SYSTEM_TEMPLATE = "label.system.j2"
 USER_TEMPLATE = "label.user.j2"
-CHARS_PER_TOKEN = 4.0  # estimate for English prose under BPE tokenizers (Qwen, GPT): dry-run, trimming
+CHARS_PER_TOKEN = 3.2  # English news under Qwen2.5's tokenizer: 3.1 chars/token on eval/gold/seed.jsonl
 
 
 def prompts_dir() -> Path:
@@ -71,7 +71,7 @@ def new_delimiter(text: str) -> str:
 
 
 def estimate_tokens(text: str) -> int:
-    """Text → estimated token count (characters / 4, rounded up)."""
+    """Text → estimated token count (characters / CHARS_PER_TOKEN, rounded up)."""
     return int(len(text) / CHARS_PER_TOKEN) + 1
 
 
@@ -118,7 +118,7 @@ class Prompt:
 
 
 def render(thesis: ThesisConfig, *, title: str, text: str, source: str | None = None,
-           published: str | None = None, max_article_tokens: int = 700,
+           published: str | None = None, max_article_tokens: int = 550,
            folder: Path | None = None) -> Prompt:
     """Thesis + article → system and user messages, the article marked as data and trimmed."""
     folder = folder or prompts_dir()

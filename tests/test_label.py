@@ -12,7 +12,7 @@ from classifier.backends import ScriptedBackend, get_backend, resolve_spec
 from classifier.config import LabelSettings, ThesesFile
 from classifier.errors import LabelingFailed, TransportError
 from classifier.label import history, label_article, label_pending, plan
-from classifier.prompt import new_delimiter, render, trim_article
+from classifier.prompt import CHARS_PER_TOKEN, new_delimiter, render, trim_article
 from classifier.store.tables import labels, llm_calls, pairs, skips
 from tests.label_fixtures import GOOD, IRRELEVANT, TEXT, THESIS, add_pair
 
@@ -186,9 +186,9 @@ def test_spotlighting_delimiter_avoids_article_text(monkeypatch):
 
 def test_long_article_is_trimmed_head_and_tail():
     paras = [f"Paragraph {i} " + "word " * 60 for i in range(40)]
-    text, cut = trim_article("\n\n".join(paras), 700)
+    text, cut = trim_article("\n\n".join(paras), 550)
     assert cut and text.startswith("Paragraph 0") and "[...]" in text
-    assert "Paragraph 39" in text and len(text) <= 700 * 4 + 10
+    assert "Paragraph 39" in text and len(text) <= 550 * CHARS_PER_TOKEN + 10
 
 
 def test_history_shows_label_and_calls(engine):
