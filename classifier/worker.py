@@ -290,12 +290,12 @@ class Worker:
         for th in threads:
             th.start()
         try:
+            while any(th.is_alive() for th in threads) and not self._stop.is_set():
+                threads[0].join(0.2) if threads[0].is_alive() else time.sleep(0.2)
+            # Stopping: each thread finishes its current item, within the grace period.
+            grace_ends = time.monotonic() + self.options.stop_grace_s
             for th in threads:
-                while th.is_alive():
-                    th.join(0.2)
-                    if self._stop.is_set():
-                        th.join(self.options.stop_grace_s)
-                        break
+                th.join(max(0.0, grace_ends - time.monotonic()))
         finally:
             self._stop.set()
             self._release_held()

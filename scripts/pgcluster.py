@@ -71,7 +71,9 @@ def free_port() -> int:
 class Cluster:
     """One PostgreSQL server in `base` (data/, socket/, log); start/stop/restart/kill."""
 
-    def __init__(self, base: str | Path, port: int | None = None) -> None:
+    def __init__(self, base: str | Path, port: int | None = None, *,
+                 durable: bool = False) -> None:
+        self.durable = durable  # synchronous_commit on: a crash loses no acknowledged commit
         self.base = Path(base)
         self.data = self.base / "data"
         self.sock = self.base / "socket"
@@ -114,6 +116,8 @@ class Cluster:
         """Start the server (initialising it first if needed) and wait until it accepts; → URL."""
         self.init()
         opts = " ".join([f"-p {self.port}", f"-k {self.sock}", *SERVER_OPTIONS])
+        if self.durable:
+            opts += " -c synchronous_commit=on"
         res = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts,
                         "-w", "-t", "60", "start", check=False)
         if res.returncode != 0:
