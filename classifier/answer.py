@@ -37,9 +37,9 @@ class InvalidAnswer(Exception):
 
 
 def normalise(text: str) -> str:
-    """Text → NFKC, straight quotes and dashes, single spaces, no surrounding quote marks."""
+    """Text → NFKC, straight quotes and dashes, single spaces, case-folded (for grounding checks)."""
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
-    return re.sub(r"\s+", " ", text).strip()
+    return re.sub(r"\s+", " ", text).strip().casefold()
 
 
 def ungrounded(quotes: list[str], text: str) -> list[str]:
