@@ -23,8 +23,7 @@ from classifier.config import ThesesFile
 from classifier.errors import LeaseLost
 from classifier.store import utcnow, write
 from classifier.store.tables import entries, feeds, labels, llm_calls, pairs, skips, workers
-from classifier.worker import (LabelStage, Worker, WorkerOptions, check_lease, claim,
-                               parse_stages)
+from classifier.worker import LabelStage, Worker, WorkerOptions, check_lease, claim, parse_stages
 from tests.faultserver import FaultServer
 from tests.label_fixtures import IRRELEVANT, THESIS, add_pair
 
@@ -66,9 +65,8 @@ def test_claims_are_exclusive_and_an_expired_lease_is_reclaimed(engine):
                      .values(lease_until=utcnow() - timedelta(seconds=1)))
     c = claim(engine, stage, "w-c", lease_s=30)
     assert c.item_id == first and c.claims == 2
-    with pytest.raises(LeaseLost):  # w-a's late commit is refused...
-        with write(engine) as conn:
-            check_lease(conn, stage=stage, c=a)
+    with pytest.raises(LeaseLost), write(engine) as conn:  # w-a's late commit is refused...
+        check_lease(conn, stage=stage, c=a)
     with write(engine) as conn:  # ...while the new holder's goes through
         check_lease(conn, stage=stage, c=c)
     with engine.connect() as conn:
@@ -200,7 +198,7 @@ def test_stop_releases_a_claim_whose_work_overruns_the_grace_period(engine):
     pid = add_pair(engine)
 
     class Stuck(LabelStage):
-        def work(self, engine_, claim_, guard):  # noqa: ANN001
+        def work(self, engine_, claim_, guard):
             time.sleep(1.5)  # longer than the grace period below
             return super().work(engine_, claim_, guard)
 
