@@ -44,7 +44,8 @@ THESES = ("oss-parity", "eu-ai-act-delay", "ev-share-eu")
 PASSWORD = "bench password 123"
 FIELDS = [
     dict(relevant=True, evidence_type="direct", direction="supports", strength="strong"),
-    dict(relevant=True, evidence_type="circumstantial", direction="undermines", strength="moderate"),
+    dict(relevant=True, evidence_type="circumstantial", direction="undermines",
+         strength="moderate"),
     dict(relevant=False, evidence_type=None, direction=None, strength=None),
     dict(relevant=True, evidence_type="circumstantial", direction="neutral", strength="weak"),
 ]
@@ -81,7 +82,8 @@ def build(db_url: str, n_items: int) -> None:
             name=f"feed-{i}", url=f"https://feed{i}.example.org/rss", tags=[], poll_minutes=60,
             enabled=True, consecutive_errors=0, error_count=0, created_at=now))
             .inserted_primary_key[0] for i in range(3)]
-        conn.execute(stories.insert(), [{"id": i + 1, "created_at": now} for i in range(n_articles)])
+        conn.execute(stories.insert(),
+                     [{"id": i + 1, "created_at": now} for i in range(n_articles)])
         arts = []
         for i in range(n_articles):
             body = bodies[i % len(bodies)]

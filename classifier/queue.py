@@ -30,8 +30,14 @@ from classifier.errors import Conflict, NotFound, ReviewError
 from classifier.records import GoldLabel, Record
 from classifier.store import write
 from classifier.store.engine import as_utc, utcnow
-from classifier.store.tables import (QUEUE_KEY_STRENGTH, QUEUE_KEY_TRIGGER, articles, decisions,
-                                     feeds, labels)
+from classifier.store.tables import (
+    QUEUE_KEY_STRENGTH,
+    QUEUE_KEY_TRIGGER,
+    articles,
+    decisions,
+    feeds,
+    labels,
+)
 
 LEASE = timedelta(minutes=5)
 SKIP_MEMORY = timedelta(hours=1)  # a skipped item does not come back to the same editor this soon
@@ -44,7 +50,7 @@ Action = Literal["approve", "correct", "reject", "skip"]
 
 
 class QueueFilter(Record):
-    """What the queue shows: state (default pending) and optional thesis/type/direction/feed/dates."""
+    """What the queue shows: state (default pending), optional thesis/type/direction/feed/dates."""
 
     state: Literal["pending", "approved", "corrected", "rejected", "any"] = "pending"
     thesis: str | None = None
@@ -56,7 +62,7 @@ class QueueFilter(Record):
 
     @classmethod
     def from_query(cls, params: Mapping[str, str]) -> QueueFilter:
-        """Query parameters (empty values ignored) → QueueFilter, or ReviewError naming the field."""
+        """Query parameters (empty ones ignored) → QueueFilter, or ReviewError naming the field."""
         data = {k: v for k, v in params.items() if k in cls.model_fields and v not in ("", None)}
         try:
             return cls.model_validate(data)
@@ -66,8 +72,8 @@ class QueueFilter(Record):
 
     def to_query(self) -> dict[str, str]:
         """QueueFilter → the query parameters that rebuild it (defaults left out)."""
-        out = {k: str(v) for k, v in self.model_dump(exclude_defaults=True).items() if v is not None}
-        return out
+        data = self.model_dump(exclude_defaults=True)
+        return {k: str(v) for k, v in data.items() if v is not None}
 
 
 class QueueItem(Record):
@@ -143,7 +149,8 @@ def _where(flt: QueueFilter) -> list[Any]:
     if flt.since:
         conds.append(_published >= datetime.combine(flt.since, time.min, tzinfo=UTC))
     if flt.until:
-        conds.append(_published < datetime.combine(flt.until + timedelta(days=1), time.min, tzinfo=UTC))
+        day_after = flt.until + timedelta(days=1)
+        conds.append(_published < datetime.combine(day_after, time.min, tzinfo=UTC))
     return conds
 
 
@@ -388,7 +395,8 @@ def decide(engine: Engine, label_id: int, *, user: str, action: Action, version:
             from_state = row.review_state
             if action == "skip":
                 if from_state != "pending":
-                    raise ReviewError(f"only pending items can be skipped; this one is {from_state}")
+                    raise ReviewError(f"only pending items can be skipped; this one is "
+                                      f"{from_state}")
                 to_state, after = "pending", row.final
             elif action == "approve":
                 to_state, after = "approved", proposed(row)
@@ -408,7 +416,8 @@ def decide(engine: Engine, label_id: int, *, user: str, action: Action, version:
             new_id = conn.execute(decisions.insert().values(
                 label_id=label_id, user_name=user, action=action, from_state=from_state,
                 to_state=to_state, before=before, after=after, note=note,
-                label_version=version + 1, idempotency_key=key, created_at=now)).inserted_primary_key[0]
+                label_version=version + 1, idempotency_key=key,
+                created_at=now)).inserted_primary_key[0]
             # an approved trigger candidate → a webhook event in this transaction, sent after commit
             alerts.on_label_decided(conn, label_id)
             out = conn.execute(select(decisions).where(decisions.c.id == new_id)).one()
@@ -513,7 +522,8 @@ def export(conn: Connection, states: tuple[str, ...] = ("approved",)) -> list[di
     rows = conn.execute(
         select(labels, articles.c.title, articles.c.url, articles.c.site_name,
                articles.c.published, articles.c.text, last.c.decision_id,
-               decisions.c.user_name.label("decided_by"), decisions.c.created_at.label("decided_at"),
+               decisions.c.user_name.label("decided_by"),
+               decisions.c.created_at.label("decided_at"),
                decisions.c.note)
         .select_from(labels.join(articles, articles.c.id == labels.c.article_id)
                      .outerjoin(last, last.c.label_id == labels.c.id)

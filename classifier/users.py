@@ -29,7 +29,7 @@ Role = Literal["editor", "admin"]
 ROLES: tuple[Role, ...] = ("editor", "admin")
 SESSION_TTL = timedelta(hours=12)
 SESSION_IDLE = timedelta(hours=2)
-TOUCH_EVERY = timedelta(minutes=5)  # refresh last_seen_at at most this often (a write per request is waste)
+TOUCH_EVERY = timedelta(minutes=5)  # refresh last_seen_at this rarely: not a write per request
 LOGIN_WINDOW = timedelta(minutes=15)
 KEEP_ATTEMPTS = timedelta(days=7)  # kept for the audit of sign-ins, then pruned
 MAX_FAILS_PER_NAME = 5
@@ -73,7 +73,7 @@ def generate_password() -> str:
 
 
 def add_user(engine: Engine, name: str, password: str, *, role: Role = "editor") -> User:
-    """Name, password, role → the new user; ReviewError on a bad name, short password or duplicate."""
+    """Name, password, role → the new user; ReviewError on a bad name, short password, duplicate."""
     if not re.match(NAME_PATTERN, name):
         raise ReviewError(f"bad user name {name!r}: letters, digits, '.', '_', '-'; at most 63")
     if role not in ROLES:
@@ -144,7 +144,8 @@ def authenticate(engine: Engine, name: str, password: str, *, ip: str) -> User |
     with write(engine) as conn:
         conn.execute(login_attempts.insert().values(name=name, ip=ip[:64], ok=ok, created_at=now))
         # keep both tables small: old attempts no longer count, expired sessions cannot be used
-        conn.execute(login_attempts.delete().where(login_attempts.c.created_at < now - KEEP_ATTEMPTS))
+        conn.execute(login_attempts.delete()
+                     .where(login_attempts.c.created_at < now - KEEP_ATTEMPTS))
         conn.execute(sessions.delete().where(sessions.c.expires_at < now))
         if ok and _hasher.check_needs_rehash(row.password_hash):
             conn.execute(users.update().where(users.c.id == row.id)

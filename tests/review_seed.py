@@ -64,7 +64,8 @@ def fnc_articles(corpora: Path, n: int) -> Iterator[SeedArticle]:
                 continue
             seen.add(key)
             i = len(seen)
-            yield SeedArticle(title=r["Headline"], text=f"{r['Headline']}\n\n{bodies[r['Body ID']]}",
+            text = f"{r['Headline']}\n\n{bodies[r['Body ID']]}"
+            yield SeedArticle(title=r["Headline"], text=text,
                               url=f"https://news{i % 7}.example.org/a/{i}",
                               site_name=f"news{i % 7}.example.org",
                               published=start + timedelta(minutes=37 * i))
@@ -106,7 +107,8 @@ def seed(engine: Engine, items: Sequence[SeedArticle], *, theses: Sequence[str] 
             if story_of and i in story_of:
                 story_id = article_stories[story_of[i]]
             else:
-                story_id = conn.execute(stories.insert().values(created_at=now)).inserted_primary_key[0]
+                story_id = conn.execute(
+                    stories.insert().values(created_at=now)).inserted_primary_key[0]
             article_stories.append(story_id)
             sha = hashlib.sha256(a.text.encode()).hexdigest()
             article_id = conn.execute(articles.insert().values(

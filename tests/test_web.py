@@ -1,4 +1,4 @@
-"""The review desk over HTTP (in-process ASGI client): pages, decisions, conflicts, undo, API, CLI."""
+"""The review desk over HTTP (in-process ASGI client): pages, decisions, conflicts, undo, API."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def _open_next(client, query=""):
 def test_sign_in_required_and_cookie_flags(desk):
     c = desk.client()
     r = c.get("/queue?thesis=oss-parity", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fqueue%3Fthesis%3Doss-parity"
+    assert r.status_code == 303
+    assert r.headers["location"] == "/login?next=%2Fqueue%3Fthesis%3Doss-parity"
     assert c.get("/api/queue").status_code == 401
     page = c.get("/login")
     token = forms(page.text)["login-form"]["csrf"]
@@ -296,7 +297,8 @@ def test_serve_warns_loudly_when_not_on_loopback(db_url, tmp_path):
                         "192.0.2.1", "--port", "8765", "--theses", str(ROOT / "theses.toml")],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120,
                        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-    assert "WARNING: binding 192.0.2.1:8765" in p.stderr and "reachable from the network" in p.stderr
+    assert "WARNING: binding 192.0.2.1:8765" in p.stderr
+    assert "reachable from the network" in p.stderr
     assert "No users yet" in p.stderr
     assert p.returncode != 0
     from classifier.cli.review import _is_loopback

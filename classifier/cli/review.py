@@ -44,16 +44,19 @@ def serve(env: Env, host: str, port: int, secure_cookies: bool) -> None:
 
     theses = env.theses if Path(env.theses_path).exists() else ThesesFile()
     if not Path(env.theses_path).exists():
-        env.console.print(f"[yellow]warning:[/] {env.theses_path} not found; thesis pages show ids only")
+        env.console.print(f"[yellow]warning:[/] {env.theses_path} not found; "
+                          "thesis pages show ids only")
     if not _is_loopback(host):
         click.secho("=" * 72, fg="red", err=True)
-        click.secho(f"WARNING: binding {host}:{port}: the review desk is reachable from the network.",
+        click.secho(f"WARNING: binding {host}:{port}: the review desk is reachable from the "
+                    "network.",
                     fg="red", bold=True, err=True)
         click.secho("Put it behind TLS (a reverse proxy) and use --secure-cookies.",
                     fg="red", err=True)
         click.secho("=" * 72, fg="red", err=True)
     if not users.list_users(env.engine):
-        env.console.print("[yellow]No users yet:[/] add one with `evidence user add NAME --role admin`.")
+        env.console.print("[yellow]No users yet:[/] add one with "
+                          "`evidence user add NAME --role admin`.")
     app = create_app(env.engine, theses, settings=WebSettings(secure_cookies=secure_cookies))
     env.console.print(f"Review desk on http://{host}:{port}/  (Ctrl-C stops)")
     from classifier.alerts import DeliveryLoop  # trigger alerts from decisions, within seconds

@@ -1,11 +1,11 @@
-"""Who is asking, and may they: sessions, roles and CSRF for every request; sign-in/out; users admin.
+"""Who is asking, and may they: sessions, roles and CSRF on every request; sign-in/out; users.
 
 Dependencies other routers use:
     current_user(request) -> User                 signed in, or NotSignedIn (login page / 401)
     require_role("admin") -> dependency -> User   or Forbidden (403)
     csrf_guard                                    app-wide: every POST/PUT/PATCH/DELETE must carry
                                                   the session's token (form field `csrf` or header
-                                                  `X-CSRF-Token`); sign-in uses a double-submit cookie
+                                                  `X-CSRF-Token`); sign-in: a double-submit cookie
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def current_user(request: Request) -> User:
 
 
 def require_role(role: users.Role) -> Callable[[Request], User]:
-    """Role → a dependency that returns the user if they hold it (admin holds all), else Forbidden."""
+    """Role → a dependency returning the user if they hold it (admin holds all), else Forbidden."""
 
     def dependency(request: Request) -> User:
         user = current_user(request)
@@ -124,7 +124,7 @@ def login_page(request: Request, next: str = "/queue") -> Response:
 @router.post("/login")
 def login(request: Request, name: Annotated[str, Form()], password: Annotated[str, Form()],
           next: Annotated[str, Form()] = "/queue") -> Response:
-    """Name, password → session cookie and redirect; wrong → the form again (401), too many → 429."""
+    """Name, password → session cookie and redirect; wrong → the form (401); too many → 429."""
     desk = _desk(request)
     try:
         user = users.authenticate(desk.engine, name, password, ip=client_ip(request))
@@ -137,7 +137,8 @@ def login(request: Request, name: Annotated[str, Form()], password: Annotated[st
     token, _ = users.open_session(desk.engine, user, ip=client_ip(request))
     resp = RedirectResponse(_safe_next(next), status_code=303)
     resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", path="/",
-                    secure=desk.settings.secure_cookies, max_age=int(users.SESSION_TTL.total_seconds()))
+                    secure=desk.settings.secure_cookies,
+                    max_age=int(users.SESSION_TTL.total_seconds()))
     resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return resp
 

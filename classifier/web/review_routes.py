@@ -21,8 +21,8 @@ from classifier.errors import ConfigError, Conflict, NotFound, ReviewError
 from classifier.queue import QueueFilter
 from classifier.store.engine import as_utc, utcnow
 from classifier.store.tables import articles, entries, feeds, labels, llm_calls, skips
-from classifier.web.app import THESIS_PANELS
 from classifier.users import User
+from classifier.web.app import THESIS_PANELS
 from classifier.web.auth import CurrentUser
 from classifier.web.templating import highlight, render
 
@@ -293,7 +293,8 @@ def feeds_page(request: Request, user: CurrentUser) -> Response:
 
 
 @router.get("/api/queue")
-def api_queue(request: Request, user: CurrentUser, limit: int = 50, offset: int = 0) -> JSONResponse:
+def api_queue(request: Request, user: CurrentUser, limit: int = 50,
+              offset: int = 0) -> JSONResponse:
     """Filters, limit, offset → {"total", "filter", "items"} in review order."""
     flt = _filter_from(request)
     with _desk(request).engine.connect() as conn:

@@ -24,7 +24,7 @@ templates.env.autoescape = True  # every template, whatever its file name
 
 
 def safe_href(url: str | None) -> str | None:
-    """An untrusted URL → itself if it is plain http(s), else None (rendered as text, not a link)."""
+    """An untrusted URL → itself if it is plain http(s), else None (shown as text, not a link)."""
     if not url or any(ord(c) < 33 or c in "\\\x7f" for c in url):
         return None
     try:
