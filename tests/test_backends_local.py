@@ -62,12 +62,17 @@ def test_local_backend_answers_schema_shaped_json():
     state, calls = _outcome(backend)
     assert 1 <= len(calls) <= 2 and all(c.tokens_in > 0 and c.tokens_out > 0 for c in calls)
     for c in calls:
+        if c.error_type == "truncated":  # ran out of max_tokens inside the rationale
+            assert c.response.startswith('{') and c.tokens_out >= FAST.max_output_tokens
+            continue
         # the grammar guarantees JSON with the schema's keys, rationale first, even from a 135M model
         data = json.loads(c.response)
         assert list(data)[0] == "rationale"
         assert set(data) == set(answer_schema(THESIS)["properties"])
         assert c.error_type in (None, "schema", "ungrounded_quote")
-    assert state in ("labeled", "schema", "ungrounded_quote")
+    assert state in ("labeled", "schema", "ungrounded_quote", "truncated")
+    if state == "truncated":
+        assert len(calls) == 1  # no re-ask: the same limits give the same cut-off
 
 
 @pytest.fixture(scope="module")

@@ -211,3 +211,16 @@ def test_backend_specs(monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     assert resolve_spec(None).startswith("openai:")
     assert isinstance(get_backend("scripted"), ScriptedBackend)
+
+
+def test_truncated_and_refused_answers_fail_without_reask():
+    from classifier.backends.base import Completion, reask_loop
+    from classifier.label import build_request
+    _, req = build_request(THESIS, title="t", text=TEXT)
+    for completion, kind in ((Completion(text='{"rationale": "a very lo', finish_reason="length"),
+                              "truncated"),
+                             (Completion(text="I'm sorry, I can't help with that."), "refusal")):
+        calls = []
+        with pytest.raises(LabelingFailed) as e:
+            reask_loop(lambda msgs, c=completion: c, req, calls.append, backend="x", model="y")
+        assert e.value.error_type == kind and e.value.attempts == 1 and len(calls) == 1

@@ -22,6 +22,9 @@ from classifier.errors import BackendUnavailable, LabelingFailed
 from classifier.records import Label
 from classifier.store.engine import utcnow
 
+# Asking again with the same limits gets the same cut-off answer or the same refusal.
+NO_REASK = frozenset({"truncated", "refusal"})
+
 # USD per 1M tokens (input, output). Override or extend with [label.prices] in evidence.toml.
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o-mini": (0.15, 0.60),
@@ -143,6 +146,9 @@ def reask_loop(complete: Callable[[list[dict[str, str]]], Completion], request: 
             last = e
             call.error_type, call.error_detail = e.error_type, str(e)
             record(call)
+            if e.error_type in NO_REASK:
+                raise LabelingFailed(str(e), error_type=e.error_type, attempts=attempt,
+                                     last_raw=raw) from None
             messages += [{"role": "assistant", "content": raw or ""},
                          {"role": "user", "content": f"Your answer was rejected: {e} Answer "
                                                      f"again with the corrected JSON object only."}]
