@@ -175,6 +175,16 @@ def fresh_db(base: str | None, tmp: Path, name: str) -> str:
     return make_url(base).set(database=db).render_as_string(hide_password=False)
 
 
+def drop_db(base: str | None, url: str) -> None:
+    """PostgreSQL base URL, bench database URL → the bench database dropped (SQLite: no-op)."""
+    if not base:
+        return
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--items", type=int, default=10_000)
@@ -191,7 +201,10 @@ def main() -> None:
             build(url, n_items)
             print(f"{label}: built {n_items:,} pending labels in {time.perf_counter() - t0:.1f} s "
                   f"({make_url(url).get_backend_name()})", flush=True)
-            results[label] = measure(url, min(args.n, n_items // 2))
+            try:
+                results[label] = measure(url, min(args.n, n_items // 2))
+            finally:
+                drop_db(args.db, url)
     print(f"\nserver time per request, ms (n={args.n}; baseline = {args.baseline_items} items)")
     print(f"{'request':24} {'p50':>8} {'p95':>8} {'max':>8} {'base p50':>9} {'base p95':>9} "
           f"{'p95 ratio':>9}  goal p95<=100ms")
