@@ -1,12 +1,13 @@
 """Trigger alerts: signed webhooks through an outbox, so a dead receiver never blocks the queue.
 
-    label with a trigger enters the queue ─┐                      ┌─▶ POST receiver 1 ─▶ deliveries row
-    an editor approves a trigger label ────┼─▶ webhook_events ────┤    (retry on a schedule)
-    `evidence alerts test` ────────────────┘   (same transaction) └─▶ POST receiver 2 ─▶ deliveries row
+    label with a trigger enters the queue ─┐                    ┌─▶ POST receiver 1 ─▶ attempt row
+    an editor approves a trigger label ────┼─▶ webhook_events ──┤    (retry on a schedule)
+    `evidence alerts test` ────────────────┘  (same transaction) └─▶ POST receiver 2 ─▶ attempt row
 
 `on_label_queued` / `on_label_decided` only INSERT an event row inside the caller's transaction;
-`deliver_pending` sends due events after that transaction has committed (from the CLI, the worker,
-or a background thread of the web app) and records every attempt. Requests follow the Standard
+`deliver_pending` sends due events after that transaction has committed (`evidence run`, `alerts
+deliver`, or the `DeliveryLoop` thread of `evidence serve` and `evidence worker`) and records
+every attempt. Requests follow the Standard
 Webhooks spec (https://www.standardwebhooks.com/): headers `webhook-id` (stable across retries),
 `webhook-timestamp` (Unix seconds of this attempt) and `webhook-signature`
 (`v1,` + base64 HMAC-SHA256 over `id.timestamp.body`, keyed by the base64-decoded `whsec_` secret).
@@ -214,7 +215,7 @@ def deliver_pending(engine: Engine, alerts: Sequence[AlertConfig], *, now: datet
     real clock, since receivers check the timestamp against theirs.
     """
     if not alerts:
-        return DeliveryCounts()  # no receivers configured here: leave events for a deliverer that has
+        return DeliveryCounts()  # no receivers here: leave events for a deliverer that has them
     now = as_utc(now) or utcnow()
     counts = {"attempted": 0, "delivered": 0, "failed_attempts": 0, "gave_up": 0, "waiting": 0}
     events = _claim(engine, now, limit)

@@ -219,8 +219,9 @@ def compute_ledger(thesis: ThesisConfig, items: Iterable[Evidence], *, prior: fl
     for story, group in by_story.items():
         if story in absorbed:
             for e in group:
-                chosen[e.label_id] = ("story already counted in the probability applied "
-                                      f"{since:%Y-%m-%d %H:%M}" if since else "story already counted")
+                chosen[e.label_id] = (
+                    f"story already counted in the probability applied {since:%Y-%m-%d %H:%M}"
+                    if since else "story already counted")
             continue
         ranked = sorted(group, key=lambda e: _strongest_first(e, table))
         chosen[ranked[0].label_id] = ""
@@ -314,7 +315,8 @@ class _Running:
         total = self.direct_sum
         for d, sign in ((Direction.SUPPORTS, 1.0), (Direction.UNDERMINES, -1.0)):
             raw = self.circumstantial[d]
-            total += sign * (raw if self.direct_count[d] else min(raw, self.table.circumstantial_cap))
+            cap = self.table.circumstantial_cap
+            total += sign * (raw if self.direct_count[d] else min(raw, cap))
         return total
 
 
@@ -333,7 +335,8 @@ def running_values(thesis: ThesisConfig, items: Sequence[Evidence],
         end = anchors[i + 1][0] if i + 1 < len(anchors) else None
         if start is not None:
             points.append(TimelinePoint(at=start, probability=prior))
-        absorbed = {e.story for e in ordered if start is not None and as_utc(e.approved_at) <= start}
+        absorbed = {e.story for e in ordered
+                    if start is not None and as_utc(e.approved_at) <= start}
         running = _Running(table, absorbed)
         for e in ordered:
             at = as_utc(e.approved_at)

@@ -1,4 +1,4 @@
-"""Store labels with exact judged fields for ledger and alert tests (rows as stage 5 writes them)."""
+"""Store labels with exact judged fields for ledger and alert tests (rows as stage 5 writes)."""
 
 from __future__ import annotations
 
@@ -45,5 +45,6 @@ def add_label(conn: Connection, *, thesis: str = "oss-parity", title: str = "An 
 
 def story_of(conn: Connection, label_id: int) -> int:
     """Label id → the story id of its article."""
-    return conn.execute(select(articles.c.story_id).join(labels, labels.c.article_id == articles.c.id)
+    return conn.execute(select(articles.c.story_id)
+                        .join(labels, labels.c.article_id == articles.c.id)
                         .where(labels.c.id == label_id)).scalar_one()

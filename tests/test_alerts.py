@@ -205,7 +205,8 @@ def test_correction_that_adds_a_trigger_emits_approved(engine):
     queue.decide(engine, label_id, user="ed", action="correct", version=1, fields=fields)
     with engine.connect() as conn:
         (event,) = conn.execute(select(webhook_events)).all()
-    assert event.type == "trigger.approved" and event.payload["data"]["decision"]["action"] == "correct"
+    assert event.type == "trigger.approved"
+    assert event.payload["data"]["decision"]["action"] == "correct"
 
 
 def test_receiver_subscribed_to_other_events_gets_nothing(engine, receiver):
@@ -235,7 +236,8 @@ def test_cli_alerts_test_and_log(engine, db_url, tmp_path, receiver):
     out = CliRunner().invoke(main, ["alerts", "test", "--db", db_url, "--feeds", str(feeds)])
     assert out.exit_code == 0, out.output
     assert out.output.startswith("ok") and len(receiver.requests) == 1
-    out = CliRunner().invoke(main, ["alerts", "log", "--json", "--db", db_url, "--feeds", str(feeds)])
+    out = CliRunner().invoke(main, ["alerts", "log", "--json", "--db", db_url,
+                                    "--feeds", str(feeds)])
     (row,) = json.loads(out.output)
     assert row["type"] == "test" and row["ok"] is True and row["attempt"] == 1
     feeds.write_text(f'[[alert]]\nurl = "{closed_port_url()}"\nsecret = "{SECRET}"\n',

@@ -25,7 +25,8 @@ TABLE = ledger_table(THESIS)
 def ev(label_id: int, etype: str = "direct", direction: str = "supports", strength: str = "strong",
        *, story: int | None = None, minutes: int = 0) -> Evidence:
     return Evidence(label_id=label_id, article_id=label_id, story_id=story,
-                    title=f"article {label_id}", approved_at=T0 + timedelta(minutes=minutes or label_id),
+                    title=f"article {label_id}",
+                    approved_at=T0 + timedelta(minutes=minutes or label_id),
                     evidence_type=EvidenceType(etype), direction=Direction(direction),
                     strength=Strength(strength))
 
@@ -106,7 +107,8 @@ def test_evidence_before_the_applied_prior_is_absorbed():
 
 
 def test_file_and_thesis_ledger_sections_override_defaults():
-    thesis = THESIS.model_copy(update={"ledger": LedgerConfig(likelihood_ratios={"direct.strong": 4})})
+    own = LedgerConfig(likelihood_ratios={"direct.strong": 4})
+    thesis = THESIS.model_copy(update={"ledger": own})
     file = ThesesFile(thesis=[thesis], ledger=LedgerConfig(
         likelihood_ratios={"direct.strong": 5, "direct.weak": 1.5}, circumstantial_cap=1.0))
     table = ledger_table(thesis, file)

@@ -1,4 +1,4 @@
-"""Stage 7 verbs: `evidence ledger` (suggested probability, apply, history) and `evidence alerts`."""
+"""Stage 7 verbs: `evidence ledger` (suggestion, apply, history) and `evidence alerts`."""
 
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ def show(env: Env, thesis_id: str | None) -> None:
                       soft_wrap=True)
         else:
             out.print(f"trigger {d.trigger_id} ({arrow} {_pct(d.to)}): {d.log_odds:.2f} log-odds "
-                      f"away, about {d.direct_strong_items:.1f} direct-strong items", soft_wrap=True)
+                      f"away, about {d.direct_strong_items:.1f} direct-strong items",
+                      soft_wrap=True)
 
 
 @ledger.command("apply")
@@ -143,7 +144,8 @@ def apply(env: Env, thesis_id: str, to: float | None, suggested: bool, note: str
     thesis = env.theses.get(thesis_id)
     with write(env.engine) as conn:
         value = round(stage.ledger_for(conn, thesis, env.theses).suggested, 4) if suggested else to
-        h = stage.apply_probability(conn, thesis, to=float(value or 0), user_name=user_name, note=note,
+        h = stage.apply_probability(conn, thesis, to=float(value or 0), user_name=user_name,
+                                    note=note,
                                     theses_file=env.theses)
     if not env.quiet:
         click.echo(f"{thesis.id}: {_pct(h.from_probability)} → {_pct(h.to_probability)} "
