@@ -312,3 +312,25 @@ def test_running_values_agree_with_full_recomputation(seed):
         else:
             full = compute_ledger(THESIS, upto, prior=prior, table=TABLE, since=since)
         assert p.probability == pytest.approx(full.suggested, abs=1e-12), (seed, k)
+
+
+def test_ledger_sections_load_from_theses_toml(tmp_path):
+    from classifier.config import load_theses
+    from classifier.errors import ConfigError
+    path = tmp_path / "theses.toml"
+    path.write_text(THESES_TOML.replace('[[thesis]]', '''[ledger]
+likelihood_ratios = { "direct.strong" = 5.0 }
+circumstantial_cap = 0.25
+
+[[thesis]]''', 1) + '''
+[thesis.ledger]
+likelihood_ratios = { "direct.weak" = 1.2 }
+''', encoding="utf-8")
+    file = load_theses(path)
+    table = ledger_table(file.get("oss-parity"), file)
+    assert table.likelihood_ratios["direct.strong"] == 5.0
+    assert table.likelihood_ratios["direct.weak"] == 1.2
+    assert table.circumstantial_cap == 0.25
+    path.write_text('[ledger]\nlikelihood_ratios = { "direct.huge" = 9.0 }\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="direct.huge"):
+        load_theses(path)
