@@ -50,6 +50,7 @@ from classifier.store.tables import articles, pairs, skips  # noqa: E402
 CORPORA = ROOT.parent / "shared" / "corpora"
 csv.field_size_limit(10**8)
 MARGIN = 0.05
+COLUMNS = ["split", "thesis", "relevant", "score", "cosine", "keywords", "state", "item", "english"]
 
 
 def split_of(item_id: str) -> str:
@@ -239,7 +240,8 @@ def main() -> int:
 
     print(f"\npinned: threshold {settings.threshold}, keyword_weight {settings.keyword_weight}, "
           f"cap {settings.keyword_cap}, article_words {settings.article_words}")
-    print(f"{'split':6} {'thesis':16} {'irr pairs':>9} {'skipped':>8} {'rel pairs':>9} {'recall':>7}")
+    print(f"{'split':6} {'thesis':16} {'irr pairs':>9} {'skipped':>8} {'rel pairs':>9} "
+          f"{'recall':>7}")
     summary = {}
     for split in ("train", "test", "all"):
         for tid in [*thr, "ALL"]:
@@ -309,11 +311,9 @@ def main() -> int:
 
     if args.json:
         args.json.write_text(json.dumps({
-            "load_s": load_s, "route_s": route_s, "route_cpu_s": route_cpu, "articles": len(ids), "keyword_s": kw_s,
-            "summary": summary, "pairs": [dict(zip(["split", "thesis", "relevant", "score", "cosine",
-                                                     "keywords", "state", "item", "english"], r,
-                                                    strict=True))
-                                          for r in rows]}, indent=1, default=str))
+            "load_s": load_s, "route_s": route_s, "route_cpu_s": route_cpu,
+            "articles": len(ids), "keyword_s": kw_s, "summary": summary,
+            "pairs": [dict(zip(COLUMNS, r, strict=True)) for r in rows]}, indent=1, default=str))
     return 0
 
 

@@ -48,7 +48,7 @@ from classifier.records import Article, Record, RouteDecision, SkipReason, Stage
 from classifier.store.engine import utcnow, write
 from classifier.store.tables import articles, feeds as feeds_t, pairs, skips
 
-SENT_STATES = ("pending", "labeled")  # a sibling in one of these states has cost (or will cost) a call
+SENT_STATES = ("pending", "labeled")  # a sibling in these states has cost (or will cost) a call
 ARTICLE_CACHE = 4096  # article embeddings kept in memory (384 floats each)
 MAX_KEYWORD_CHARS = 50_000  # keyword search reads at most this much of an article
 
@@ -67,7 +67,7 @@ class Score(Record):
 
 
 def load_model(path: str | os.PathLike[str] | None = None) -> Any:
-    """Model directory (None: the bundled all-MiniLM-L6-v2) → SentenceTransformer on CPU, offline."""
+    """Model dir (None: the bundled all-MiniLM-L6-v2) → SentenceTransformer on CPU, offline."""
     # Offline before the hub library is imported: it reads these once, at import.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -99,9 +99,10 @@ def _keyword_pattern(keyword: str) -> re.Pattern[str]:
 
 
 def keyword_hits(text: str, keywords: Iterable[str]) -> tuple[str, ...]:
-    """Text and thesis keywords → the distinct keywords that occur in it (rules: module docstring)."""
+    """Text and thesis keywords → the distinct keywords found in it (rules: module docstring)."""
     text = text[:MAX_KEYWORD_CHARS]
-    return tuple(k for k in dict.fromkeys(keywords) if k.strip() and _keyword_pattern(k).search(text))
+    return tuple(k for k in dict.fromkeys(keywords)
+                 if k.strip() and _keyword_pattern(k).search(text))
 
 
 def thesis_texts(thesis: ThesisConfig) -> list[str]:
@@ -203,7 +204,7 @@ def threshold_for(thesis: ThesisConfig, settings: RouteSettings) -> float:
 
 
 def route(article: Article, thesis: ThesisConfig, *, router: Router) -> RouteDecision:
-    """(Article, thesis) → RouteDecision: send when the score reaches the threshold or routing is off."""
+    """(Article, thesis) → RouteDecision: send if score >= threshold, or if routing is off."""
     sc = router.score(article, thesis)
     threshold = threshold_for(thesis, router.settings)
     why = f"cosine {sc.cosine:.3f}; keywords: {', '.join(sc.keywords) or 'none'}"
@@ -213,8 +214,8 @@ def route(article: Article, thesis: ThesisConfig, *, router: Router) -> RouteDec
     lang = (article.language or "").lower()
     if router.settings.other_languages == "send" and lang and not lang.startswith("en"):
         return RouteDecision(thesis_id=thesis.id, send=True, score=sc.score,
-                             reason=f"language {lang!r}: the routing model reads English only, sent "
-                                    f"whatever the score ({sc.score:.3f}; {why})")
+                             reason=f"language {lang!r}: the routing model reads English only, "
+                                    f"sent whatever the score ({sc.score:.3f}; {why})")
     send = sc.score >= threshold
     rel = ">=" if send else "<"
     return RouteDecision(thesis_id=thesis.id, send=send, score=sc.score,
@@ -350,16 +351,19 @@ def _decide(r: _Row, t: ThesisConfig, watched: dict[int, set[str] | None],
             sent: dict[tuple[int, str], int], router: Router) -> PlannedRoute:
     base = {"article_id": r.id, "thesis_id": t.id, "title": r.article.title}
     if not _watches(watched, r.feed_id, t.id):
+        only = sorted(watched[r.feed_id] or [])
         return PlannedRoute(**base, state="skipped", skip_reason=SkipReason.FEED_NOT_WATCHED,
-                            detail=f"feed {r.feed_id} watches only {sorted(watched[r.feed_id] or [])}")
+                            detail=f"feed {r.feed_id} watches only {only}")
     d = route(r.article, t, router=router)
     if not d.send:
         return PlannedRoute(**base, state="skipped", score=d.score,
                             skip_reason=SkipReason.LOW_SCORE, detail=d.reason)
     sibling = sent.get((r.story_id, t.id)) if r.story_id is not None else None
     if t.route and router.settings.story_dedupe and sibling is not None and sibling != r.id:
-        return PlannedRoute(**base, state="skipped", score=d.score, skip_reason=SkipReason.SAME_STORY,
-                            detail=f"story {r.story_id}: article {sibling} already sent; {d.reason}")
+        return PlannedRoute(**base, state="skipped", score=d.score,
+                            skip_reason=SkipReason.SAME_STORY,
+                            detail=f"story {r.story_id}: article {sibling} already sent; "
+                                   f"{d.reason}")
     return PlannedRoute(**base, state="pending", score=d.score, detail=d.reason)
 
 
@@ -400,10 +404,11 @@ def store_routes(engine: Engine, plan: Sequence[PlannedRoute], *, feed_ids: dict
 
 
 def route_new_articles(engine: Engine, theses: ThesesFile | Sequence[ThesisConfig],
-                       feeds: FeedsFile, *, router: Router, article_ids: Sequence[int] | None = None,
+                       feeds: FeedsFile, *, router: Router,
+                       article_ids: Sequence[int] | None = None,
                        run_id: int | None = None, batch: int = 64,
                        progress: Callable[[str, int, int], None] | None = None) -> tuple[int, int]:
-    """Stored articles lacking pairs × theses → stored pairs ('pending' | 'skipped') → (sent, skipped)."""
+    """Articles lacking pairs × theses → stored pairs ('pending' | 'skipped') → (sent, skipped)."""
     thesis_list = _theses_list(theses)
     watched = _watched(engine, feeds)
     total = _count_unrouted(engine, [t.id for t in thesis_list], article_ids) if progress else 0
@@ -424,7 +429,8 @@ def route_new_articles(engine: Engine, theses: ThesesFile | Sequence[ThesisConfi
             progress("route", done, max(total, done))
 
 
-def _count_unrouted(engine: Engine, thesis_ids: list[str], article_ids: Sequence[int] | None) -> int:
+def _count_unrouted(engine: Engine, thesis_ids: list[str],
+                    article_ids: Sequence[int] | None) -> int:
     """→ how many stored articles lack a pair for at least one of `thesis_ids`."""
     if not thesis_ids:
         return 0
@@ -439,7 +445,8 @@ def _count_unrouted(engine: Engine, thesis_ids: list[str], article_ids: Sequence
 
 
 def route_article(engine: Engine, article_id: int, theses: ThesesFile | Sequence[ThesisConfig],
-                  feeds: FeedsFile, *, router: Router, run_id: int | None = None) -> tuple[int, int]:
+                  feeds: FeedsFile, *, router: Router,
+                  run_id: int | None = None) -> tuple[int, int]:
     """One stored article → its pairs stored for every thesis it lacks → (sent, skipped)."""
     return route_new_articles(engine, theses, feeds, router=router, article_ids=[article_id],
                               run_id=run_id)

@@ -16,8 +16,8 @@ from classifier.store.tables import articles, feeds, pairs, skips, stories
 
 OSS = ThesisConfig(
     id="oss-parity", title="Open-source frontier parity", probability=0.75,
-    statement="Open-weights models match or beat the best contemporaneous closed frontier models on "
-              "publicly available reasoning and coding benchmarks.",
+    statement="Open-weights models match or beat the best contemporaneous closed frontier "
+              "models on publicly available reasoning and coding benchmarks.",
     scope="Benchmark performance on public reasoning and coding evaluations only.",
     keywords=["open-weights", "benchmark", "Llama", "Qwen", "SWE-bench"],
     trigger=[TriggerConfig(id="below-60", direction="down", to=0.6,
@@ -35,21 +35,21 @@ LLAMA_MODEL = ("Meta releases Llama 5 weights; independent tests put it level wi
                "model scored within a point of the leading closed model on SWE-bench Verified and "
                "LiveCodeBench, the first time an open release has matched the frontier on coding.")
 LLAMA_ANIMAL = ("Llamas guard sheep on Welsh hill farms",
-                "On hill farms in Wales, llamas are increasingly used as guard animals. A llama bonds "
-                "with a flock of sheep and chases away foxes and stray dogs. Farmers say one llama "
-                "can protect up to 300 ewes and needs little care beyond shearing once a year.")
+                "On hill farms in Wales, llamas are increasingly used as guard animals. A llama "
+                "bonds with a flock of sheep and chases away foxes and stray dogs. Farmers say one "
+                "llama can protect up to 300 ewes and needs little care beyond shearing once a year.")
 EV_NEWS = ("Battery-electric cars take 17% of EU registrations in third quarter",
-           "New registrations of battery-electric cars in the European Union rose 32 percent in the "
-           "third quarter, giving them a market share of 17.4 percent, ACEA said on Thursday.")
+           "New registrations of battery-electric cars in the European Union rose 32 percent in "
+           "the third quarter, giving them a market share of 17.4 percent, ACEA said on Thursday.")
 RECIPE = ("A sourdough loaf for beginners",
-          "Mix flour, water and starter, leave the dough overnight, fold it twice, shape it and bake "
-          "it in a hot covered pot for forty minutes. Let it cool before slicing.")
+          "Mix flour, water and starter, leave the dough overnight, fold it twice, shape it and "
+          "bake it in a hot covered pot for forty minutes. Let it cool before slicing.")
 
 
 def art(title: str, text: str) -> Article:
     sha = hashlib.sha256(text.encode()).hexdigest()
-    return Article(url=f"https://example.org/{sha[:8]}", canonical_url=f"https://example.org/{sha[:8]}",
-                   title=title, text=text, text_sha256=sha)
+    url = f"https://example.org/{sha[:8]}"
+    return Article(url=url, canonical_url=url, title=title, text=text, text_sha256=sha)
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +111,9 @@ def test_missing_model_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-un
 
 def add_feed(engine: Engine, name: str) -> int:
     with engine.begin() as c:
-        return c.execute(insert(feeds).values(name=name, url=f"https://example.org/{name}.xml",
-                                              created_at=utcnow()).returning(feeds.c.id)).scalar_one()
+        q = insert(feeds).values(name=name, url=f"https://example.org/{name}.xml",
+                                 created_at=utcnow()).returning(feeds.c.id)
+        return c.execute(q).scalar_one()
 
 
 def add_article(engine: Engine, title: str, text: str, *, feed_id: int | None = None,
