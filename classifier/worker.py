@@ -314,7 +314,7 @@ class Worker:
             try:
                 did = self._one(turn)
                 backoff.reset()
-            except Exception as e:  # noqa: BLE001 - the loop must outlive any one failure
+            except Exception as e:  # the loop must outlive any one failure
                 if is_db_down(e):
                     self._bump("db_errors")
                     if "database is locked" in str(e):
@@ -333,7 +333,7 @@ class Worker:
                         continue
                     if until_idle and self._nothing_left():
                         return
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     if not is_db_down(e):
                         raise
                     self._bump("db_errors")
@@ -381,7 +381,7 @@ class Worker:
             self._event("backend_down", {"stage": c.stage, "error": str(e)})
             self._stop.wait(self._backend_backoff.next())
             return
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if is_db_down(e):
                 raise  # the loop backs off; the lease expires and the item is claimed again
             # A bug or an error the stage does not store: give the item back; the claims
@@ -402,7 +402,7 @@ class Worker:
             try:
                 extend_leases(self.engine, self.stages, self.worker_id, self.options.lease_s)
                 beat(self.engine, self.worker_id, dict(self.counts), dead_after_s=dead_after)
-            except Exception as e:  # noqa: BLE001 - a missed beat only shortens our leases
+            except Exception as e:  # a missed beat only shortens our leases
                 if not is_db_down(e):
                     log.exception("heartbeat failed")
                 self._bump("heartbeat_errors")
@@ -445,7 +445,7 @@ class Worker:
         for i in range(tries):
             try:
                 return fn()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 if not is_db_down(e) or i == tries - 1:
                     if is_db_down(e):
                         log.warning("giving up on the database: %s", e)
@@ -679,7 +679,7 @@ def status(engine: Engine, *, dead_after_s: float = 180.0) -> dict[str, Any]:
 
     out: dict[str, Any] = {"at": now.isoformat(), "stages": {}, "workers": [], "failures": {}}
     with engine.connect() as conn:
-        one = lambda q: conn.execute(q).scalar()  # noqa: E731
+        one = lambda q: conn.execute(q).scalar()
         stage_rows = [
             ("fetch", feeds, live, func.min(func.coalesce(feeds.c.next_poll_at,
                                                            feeds.c.created_at))),

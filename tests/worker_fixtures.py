@@ -35,7 +35,7 @@ from tests.label_fixtures import IRRELEVANT, THESIS
 
 CORPORA = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
 THESES = ThesesFile(thesis=[THESIS.model_copy(update={"route": False})])  # every article asked
-SETTINGS = Settings(net=NetSettings(allow_private_networks=True, deadline_s=10.0,
+SETTINGS = Settings(net=NetSettings(allow_private_networks=True, deadline_s=30.0,
                                     connect_timeout_s=5.0, per_host_connections=4))
 FINAL_ENTRY = {"done", "skipped", "failed"}
 FINAL_PAIR = {"labeled", "failed", "skipped"}
