@@ -24,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from classifier.backends import get_backend  # noqa: E402
-from classifier.config import ExtractSettings, load_theses  # noqa: E402
-from classifier.errors import LabelError  # noqa: E402
-from classifier.label import label_article  # noqa: E402
-from classifier.records import Article, FeedEntry, Page  # noqa: E402
+from classifier.backends import get_backend
+from classifier.config import ExtractSettings, load_theses
+from classifier.errors import LabelError
+from classifier.label import label_article
+from classifier.records import Article, FeedEntry, Page
 
 DEFAULT_IDS = ["op01", "op05", "op18", "op19", "eu08", "ev03"]
 

@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from classifier.backends import get_backend  # noqa: E402
-from classifier.config import LabelSettings, load_theses  # noqa: E402
-from classifier.errors import LabelError  # noqa: E402
-from classifier.label import build_request, label_article  # noqa: E402
+from classifier.backends import get_backend
+from classifier.config import LabelSettings, load_theses
+from classifier.errors import LabelError
+from classifier.label import build_request, label_article
 
 
 def main() -> None:

@@ -14,8 +14,15 @@ import re
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    model_validator,
+)
 
 from classifier.config import ThesisConfig
 from classifier.records import Direction, EvidenceType, Label, Strength
@@ -25,7 +32,8 @@ _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": 
                          "`": "'", "\u00b4": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"',
                          "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"',
                          "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2026": "..."})
-_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|i can(?:no|')t|i cannot|i won'?t|as an ai)", re.I)
+_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|i can(?:no|')t|i cannot|i won'?t|as an ai)",
+                      re.IGNORECASE)
 
 
 class InvalidAnswer(Exception):

@@ -30,8 +30,13 @@ from classifier import alerts
 from classifier.answer import answer_schema
 from classifier.backends.base import Backend, CallRecord, LabelRequest, cost_of, price_of
 from classifier.config import LabelSettings, ThesesFile, ThesisConfig
-from classifier.errors import (BackendUnavailable, BudgetExceeded, ConfigError, LabelingFailed,
-                               TransportError)
+from classifier.errors import (
+    BackendUnavailable,
+    BudgetExceeded,
+    ConfigError,
+    LabelingFailed,
+    TransportError,
+)
 from classifier.prompt import Prompt, estimate_tokens, render, schema_hash
 from classifier.records import Label, LabelMeta, Record, SkipReason, Stage
 from classifier.store.engine import as_utc, utcnow, write
@@ -102,7 +107,7 @@ def label_article(backend: Backend, thesis: ThesisConfig, *, title: str, text: s
     except (LabelingFailed, TransportError, BackendUnavailable) as e:
         e.calls = calls  # type: ignore[attr-defined]
         raise
-    except Exception as e:  # a backend bug or an unexpected SDK error: typed, with the attempts
+    except Exception as e:  # noqa: BLE001  a backend bug or an SDK surprise: typed, attempts kept
         err = TransportError(f"{type(e).__name__}: {e}", error_type=type(e).__name__,
                              attempts=len(calls))
         err.calls = calls  # type: ignore[attr-defined]

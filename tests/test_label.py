@@ -173,7 +173,7 @@ def test_label_article_failure_carries_calls():
 
 
 def test_spotlighting_delimiter_avoids_article_text(monkeypatch):
-    import classifier.prompt as prompt
+    from classifier import prompt
     codes = iter(["aaaaaaaa", "bbbbbbbb"])
     monkeypatch.setattr(prompt.secrets, "token_hex", lambda n: next(codes))
     assert new_delimiter("text with DATA-AAAAAAAA inside") == "DATA-BBBBBBBB"

@@ -12,8 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from classifier.backends.base import (Completion, LabelRequest, Record, dumps, price_of,
-                                      reask_loop)
+from classifier.backends.base import Completion, LabelRequest, Record, dumps, price_of, reask_loop
 from classifier.errors import BackendUnavailable
 from classifier.prompt import estimate_tokens
 from classifier.records import Label
