@@ -4,9 +4,11 @@
                         ─▶ write txn: lease still ours? ─▶ stage's store function ─▶ commit
     heartbeat thread:   every lease/3: extend our live leases, refresh workers.heartbeat_at
 
-Work items and their "due" rows (stages in `STAGES`):
-    fetch    feeds    enabled, next_poll_at passed (or never polled)
-    extract  entries  state 'pending'
+Work items and their "due" rows (stages in `STAGES`), each done by its module's one-item
+functions (fetch.fetch_feed/store_poll, pipeline.work_entry/store_entry + route.route_article,
+label.label_pair):
+    fetch    feeds    enabled, not disabled, next_poll_at passed (or never polled)
+    extract  entries  state 'pending' (page, extract, dedupe; then route the new article)
     label    pairs    state 'pending' (for a thesis this worker knows)
 
 A claim is `claimed_by = <worker id>, lease_until = now + lease`, taken with
@@ -675,7 +677,8 @@ def status(engine: Engine, *, dead_after_s: float = 180.0) -> dict[str, Any]:
 
     def age(ts: datetime | None) -> float | None:
         ts = as_utc(ts)
-        return None if ts is None else round((now - ts).total_seconds(), 1)
+        # max(0, ...): a heartbeat written after `now` was taken is simply fresh
+        return None if ts is None else max(0.0, round((now - ts).total_seconds(), 1))
 
     out: dict[str, Any] = {"at": now.isoformat(), "stages": {}, "workers": [], "failures": {}}
     with engine.connect() as conn:

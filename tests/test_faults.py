@@ -249,6 +249,8 @@ def _pair_state(engine, pair_id: int):  # type: ignore[no-untyped-def]
         return c.execute(select(pairs.c.state).where(pairs.c.id == pair_id)).scalar()
 
 
+@pytest.mark.skipif(bool(os.environ.get("EVIDENCE_TEST_DB")),
+                    reason="SQLite-only; runs in the SQLite pass of scripts/test.sh")
 def test_sqlite_worker_and_review_desk_write_at_once_without_locked_errors(tmp_path):
     """Always SQLite (whatever EVIDENCE_TEST_DB says): two worker processes of two threads label
     300 pairs while three editors approve labels as they appear through the review queue's own
