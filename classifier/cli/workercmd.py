@@ -19,9 +19,10 @@ from classifier.cli.common import Env, env_options
               help="Comma-separated stages this worker takes: fetch, extract, label.")
 @click.option("--concurrency", "-c", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Items processed at once (threads sharing one database pool).")
-@click.option("--backend", metavar="SPEC", default=None,
-              help='Labeling backend for the label stage: "local", "openai:<model>", ... '
-                   "(default: local, or the OpenAI-compatible server in OPENAI_BASE_URL).")
+@click.option("--model", "backend", metavar="SPEC", default=None,
+              help='Labeling backend for the label stage, as for `evidence label`: "local", '
+                   '"local:/path.gguf", "openai:<model>" (any OpenAI-compatible server via '
+                   "OPENAI_BASE_URL); default EVIDENCE_MODEL, else local or openai.")
 @click.option("--lease", "lease_s", default=60.0, show_default=True, type=click.FloatRange(1),
               help="Seconds a claim holds without a heartbeat; heartbeats renew it every third.")
 @click.option("--until-idle", is_flag=True,
@@ -37,7 +38,7 @@ def worker(env: Env, stages: str, concurrency: int, backend: str | None, lease_s
     \b
     Examples:
       evidence worker --db postgresql+psycopg://desk@db/evidence --concurrency 8
-      evidence worker --stages label --backend openai:qwen2.5-7b-instruct
+      evidence worker --stages label --model openai:Qwen/Qwen2.5-7B-Instruct
       evidence worker --until-idle -q
     """
     from classifier.worker import Worker, WorkerOptions, build_stages, parse_stages
