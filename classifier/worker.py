@@ -101,6 +101,7 @@ class WorkerOptions:
     max_claims: int = 5
     stop_grace_s: float = 30.0  # SIGTERM: time to finish the current item before releasing it
     backoff_max_s: float = 30.0
+    sweep_every_s: float = 30.0  # catch-up sweeps (unrouted articles) when idle, at most this often
 
     @property
     def heartbeat(self) -> float:
@@ -269,6 +270,7 @@ class Worker:
         self._held: dict[tuple[str, int], Claim] = {}
         self._backend_backoff = Backoff(cap=self.options.backoff_max_s, base=1.0)
         self._sweep_lock = threading.Lock()
+        self._last_sweep = float("-inf")
 
     # -- public ------------------------------------------------------------------------------
 
@@ -331,7 +333,7 @@ class Worker:
             turn += 1
             if not did:
                 try:
-                    if self._sweep():
+                    if self._sweep(force=until_idle):  # before exiting, always look once more
                         continue
                     if until_idle and self._nothing_left():
                         return
@@ -411,11 +413,15 @@ class Worker:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _sweep(self) -> int:
-        """Run the stages' catch-up sweeps (one thread at a time); → items they handled."""
+    def _sweep(self, *, force: bool = False) -> int:
+        """Run the stages' catch-up sweeps (one thread at a time, at most every sweep_every_s
+        unless forced); → items they handled."""
+        if not force and time.monotonic() - self._last_sweep < self.options.sweep_every_s:
+            return 0
         if not self._sweep_lock.acquire(blocking=False):
             return 0
         try:
+            self._last_sweep = time.monotonic()
             return sum(st.sweep(self.engine) for st in self.stages)
         finally:
             self._sweep_lock.release()
