@@ -189,3 +189,21 @@ def test_gold_export_from_editors_decisions(engine, corpora, tmp_path):
     assert [i.origin for i in items] == ["review"] * 3
     later = CliRunner().invoke(main, ["gold", "export", "--db", url, "--since", "2999-01-01"])
     assert later.exit_code == 0 and later.output == ""
+
+
+def test_gate_update_from_an_interrupted_run_widens_bounds(tmp_path, gold_file, monkeypatch):
+    s = Scripted(monkeypatch)
+    items = load_gold([gold_file], load_theses(THESES))
+    labels = answers(gold_file, wrong=1)
+    run_eval(items, ScriptedBackend(labels[:5]), tmp_path / "run", gold={}, limit=5,
+             n_resamples=20)
+    r = gate(tmp_path, gold_file, "--update", "--out", str(tmp_path / "run"))
+    assert r.exit_code == 1  # without --allow-partial it would label the rest: queue is empty
+    r = gate(tmp_path, gold_file, "--update", "--allow-partial", "--out", str(tmp_path / "run"))
+    assert r.exit_code == 0, r.output
+    base = json.loads((tmp_path / "base.json").read_text())
+    assert base["partial"] is True and (base["measured_items"], base["gold_items"]) == (5, N)
+    acc = base["measured"]["relevant.accuracy"]
+    assert acc["value"] == 0.8
+    assert base["floors"]["relevant.accuracy"] <= min(acc["ci"][0], 0.8 - 2 / 5) + 1e-9
+    assert len(s.backend) == 0

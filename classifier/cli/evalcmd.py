@@ -161,9 +161,12 @@ def _short(label: dict[str, Any]) -> str:
               help=f"Gold file(s) (default {DEFAULT_GOLD}).")
 @click.option("--baseline", default=DEFAULT_BASELINE, show_default=True, metavar="PATH")
 @click.option("--out", metavar="DIR", help="Run folder (default eval/runs/<time>-<model>).")
+@click.option("--allow-partial", is_flag=True,
+              help="With --update and --out of an interrupted run: label nothing more and write "
+                   "bounds from the items it finished, widened to their 95% intervals.")
 @click.option("--resamples", type=int, default=1000, show_default=True)
 def eval_gate(env: Env, update: bool, allow_regression: bool, model: str, gold: tuple[str, ...],
-              baseline: str, out: str | None, resamples: int) -> None:
+              baseline: str, out: str | None, allow_partial: bool, resamples: int) -> None:
     """Score the seed gold with the embedded model; exit 1 if a bound in eval/baseline.json is
     missed or the gold changed. --update rewrites the bounds (never loosening one without
     --allow-regression)."""
@@ -177,19 +180,24 @@ def eval_gate(env: Env, update: bool, allow_regression: bool, model: str, gold: 
         for p in problems:
             click.echo(f"GATE FAILED: {p}", err=True)
         sys.exit(1)
+    if allow_partial and not (update and out):
+        raise ConfigError("--allow-partial needs --update and --out (an interrupted run folder)")
     items, desc = _items(env, gold, None, None, 0, None)
-    run_dir, record = _run(env, items, desc, model, out, None, resamples)
+    run_dir, record = _run(env, items, desc, model, out, 0 if allow_partial else None, resamples)
     figures = record["metrics"]["figures"]
+    if not record["metrics"]["n_items"]:
+        raise ConfigError("the run folder has no labeled items to measure", path=str(run_dir))
     if not env.quiet:
         _print_figures(env, record)
-    if record["status"] != "done":
+    if record["status"] != "done" and not allow_partial:
         click.echo(f"GATE FAILED: the run is {record['status']} ({run_dir}); resume with --out",
                    err=True)
         sys.exit(1)
     if update:
         res = gate.update(figures, old, gold_files=list(gold), gold_sha256=sha,
                           run_config=record["config"], run_dir=str(run_dir), model_spec=model,
-                          allow_regression=allow_regression)
+                          allow_regression=allow_regression,
+                          measured_items=record["metrics"]["n_items"], gold_items=len(items))
         if not res.passed:
             for p in res.problems:
                 click.echo(f"UPDATE REFUSED: {p}", err=True)

@@ -75,28 +75,37 @@ def check(figures: dict[str, Any], baseline: dict[str, Any]) -> GateResult:
     return res
 
 
-def proposed_bounds(figures: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
-    """Run figures → (floors, ceilings) at the measured value ∓ max(0.05, 2/n), rounded outward."""
+def proposed_bounds(figures: dict[str, Any], *, partial: bool = False
+                    ) -> tuple[dict[str, float], dict[str, float]]:
+    """Run figures → (floors, ceilings) at the measured value ∓ max(0.05, 2/n), rounded outward;
+    `partial` (measured on part of the gold) widens each bound to its 95% interval, because the
+    full set's value is then only known to lie in it."""
     floors, ceilings = {}, {}
     for name, f in figures.items():
         v, n = f.get("value"), f.get("n") or 0
         if v is None or not n:
             continue
         margin = max(MIN_MARGIN, ITEMS_OF_SLACK / n)
+        ci = f.get("ci") or [None, None]
         if name in LOWER_IS_BETTER:
-            ceilings[name] = min(1.0, math.ceil((v + margin) * 100) / 100)
+            hi = max(v + margin, ci[1]) if partial and ci[1] is not None else v + margin
+            ceilings[name] = min(1.0, math.ceil(hi * 100) / 100)
         else:
+            lo_v = min(v - margin, ci[0]) if partial and ci[0] is not None else v - margin
             lo = -1.0 if name.endswith("qwk") else 0.0
-            floors[name] = max(lo, math.floor((v - margin) * 100) / 100)
+            floors[name] = max(lo, math.floor(lo_v * 100) / 100)
     return floors, ceilings
 
 
 def update(figures: dict[str, Any], old: dict[str, Any] | None, *, gold_files: list[str],
            gold_sha256: str, run_config: dict[str, Any], run_dir: str, model_spec: str,
-           allow_regression: bool = False) -> GateResult:
+           allow_regression: bool = False, measured_items: int | None = None,
+           gold_items: int | None = None) -> GateResult:
     """Fresh run figures (+ old baseline) → GateResult whose .baseline is the new baseline, or
-    a failure naming the bounds that would be loosened (nothing to write then)."""
-    floors, ceilings = proposed_bounds(figures)
+    a failure naming the bounds that would be loosened (nothing to write then). A run that
+    labeled fewer items than the gold holds (measured_items < gold_items) gives wider bounds."""
+    partial = measured_items is not None and gold_items is not None and measured_items < gold_items
+    floors, ceilings = proposed_bounds(figures, partial=partial)
     res = GateResult(passed=True)
     if old is not None and not allow_regression:
         for name, bound in old["floors"].items():
@@ -125,8 +134,11 @@ def update(figures: dict[str, Any], old: dict[str, Any] | None, *, gold_files: l
         "measured_with": {"model": run_config["model"], "prompt_hash": run_config["prompt_hash"],
                           "run": run_dir},
         "updated_at": utcnow().isoformat(),
+        "measured_items": measured_items, "gold_items": gold_items, "partial": partial,
         "rule": f"floor = value - max({MIN_MARGIN}, {ITEMS_OF_SLACK}/n), ceiling = value + the same, "
-                f"rounded outward to 0.01; never loosened without --allow-regression",
+                f"rounded outward to 0.01" + (" and widened to the 95% interval, because only "
+                f"{measured_items} of {gold_items} gold items were labeled" if partial else "")
+                + "; never loosened without --allow-regression",
         "measured": {k: {"value": v["value"], "ci": v.get("ci"), "n": v.get("n")}
                      for k, v in figures.items()},
         "floors": dict(sorted(floors.items())), "ceilings": dict(sorted(ceilings.items())),

@@ -143,14 +143,21 @@ def run_eval(items: Sequence[EvalItem], backend: Backend, run_dir: str | Path, *
     if pred_path.exists() and pred_path.stat().st_size and not pred_path.read_bytes().endswith(b"\n"):
         with pred_path.open("a", encoding="utf-8") as out:
             out.write("\n")  # end a line an interruption cut, so the next result starts clean
-    with pred_path.open("a", encoding="utf-8") as out:
-        for n, item in enumerate(todo, start=1):
-            result = label_item(item, backend, settings)
-            out.write(result.model_dump_json() + "\n")
-            out.flush()
-            session["labeled"] = n
-            if progress:
-                progress(len(done) + n, len(items), item.id)
+    try:
+        with pred_path.open("a", encoding="utf-8") as out:
+            for n, item in enumerate(todo, start=1):
+                result = label_item(item, backend, settings)
+                out.write(result.model_dump_json() + "\n")
+                out.flush()
+                session["labeled"] = n
+                if progress:
+                    progress(len(done) + n, len(items), item.id)
+    except BaseException as e:  # backend gone, Ctrl-C: say so in run.json, keep what is done
+        session["wall_s"] = round(time.perf_counter() - started, 3)
+        session["stopped"] = f"{type(e).__name__}: {e}"[:500]
+        record["status"] = "interrupted"
+        _write_json(run_path, record)
+        raise
     session["wall_s"] = round(time.perf_counter() - started, 3)
     session["finished_at"] = utcnow().isoformat()
     ids = {it.id for it in items}
