@@ -134,6 +134,7 @@ def worker_main(db_url: str, names: Sequence[str], *, options: WorkerOptions, co
     """One worker (what `evidence worker` runs), in this process → its counts."""
     stop_early: list[int] = []
     signal.signal(signal.SIGTERM, lambda *_: stop_early.append(1))  # before the worker exists
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by fork()
     if router is not None:
         import torch
         torch.set_num_threads(1)  # forked children share two cores
@@ -170,7 +171,12 @@ def _die_with_parent() -> None:
 
 def fork(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """Run fn(*args, **kwargs) in a forked child process → its pid (exit 0 ok, 1 on error)."""
+    # SIGTERM stays blocked in the child until worker_main has its handler (then unblocks it):
+    # a SIGTERM sent right after the fork is handled, not fatal.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     pid = os.fork()
+    if pid != 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     if pid == 0:  # child: never return into pytest
         code = 0
         try:
