@@ -60,6 +60,7 @@ class LabelCounts(Record):
     failed: int = 0
     deferred: int = 0  # transport failure: still pending
     cached: int = 0  # a label with the same cache key existed: no call
+    unknown_thesis: int = 0  # the pair's thesis is not in the theses file: left pending
     calls: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
@@ -315,8 +316,12 @@ def label_pending(engine: Engine, theses: ThesesFile, backend: Backend, *,
         progress("label", 0, len(rows))
     spent = 0.0
     transport_in_a_row = 0
+    known = {t.id for t in theses.thesis}
     for i, row in enumerate(rows):
-        thesis = _thesis(theses, row)
+        if row.thesis_id not in known:  # thesis gone from the file: the pair waits, counted
+            counts["unknown_thesis"] = counts.get("unknown_thesis", 0) + 1
+            continue
+        thesis = theses.get(row.thesis_id)
         if budget_usd is not None:
             est = estimate_cost(row, thesis, settings, price)
             if spent + est > budget_usd:

@@ -224,3 +224,12 @@ def test_truncated_and_refused_answers_fail_without_reask():
         with pytest.raises(LabelingFailed) as e:
             reask_loop(lambda msgs, c=completion: c, req, calls.append, backend="x", model="y")
         assert e.value.error_type == kind and e.value.attempts == 1 and len(calls) == 1
+
+
+def test_pair_of_a_thesis_no_longer_in_the_file_waits_and_the_run_goes_on(engine):
+    add_pair(engine, n=1, thesis_id="retired-thesis")
+    add_pair(engine, n=2)
+    counts = label_pending(engine, THESES, ScriptedBackend([GOOD]))
+    assert counts.unknown_thesis == 1 and counts.labeled == 1
+    with engine.connect() as c:
+        assert sorted(c.execute(select(pairs.c.state)).scalars()) == ["labeled", "pending"]

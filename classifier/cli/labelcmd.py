@@ -92,6 +92,9 @@ def label_cmd(env: Env, limit: int | None, model_spec: str | None, thesis_id: st
                   f"(cache) {counts.cached}")
         out.print(f"calls {counts.calls}, tokens in {counts.tokens_in} / out {counts.tokens_out}, "
                   f"cost ${counts.cost_usd:.4f}")
+        if counts.unknown_thesis:
+            out.print(f"{counts.unknown_thesis} pairs name a thesis that is not in "
+                      f"{env.theses_path}: left pending")
         if counts.stopped:
             out.print(f"stopped early: {counts.stopped}")
 
