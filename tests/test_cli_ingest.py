@@ -87,13 +87,16 @@ def test_feeds_shows_health_and_enable_clears_a_disable(setup) -> None:  # type:
 
 
 def test_run_articles_show(setup) -> None:  # type: ignore[no-untyped-def]
-    counts = json.loads(setup("run", "--json").stdout)
+    counts = json.loads(setup("run", "--model", "none", "--json").stdout)
     assert (counts["entries_new"], counts["articles_new"]) == (2, 2)
     rows = json.loads(setup("articles", "--json", "--state", "done", "--feed", "news").stdout)
     assert len(rows) == 2 and all(r["article_id"] for r in rows)
     art = json.loads(setup("show", str(rows[0]["article_id"]), "--json").stdout)
     assert art["id"] == rows[0]["article_id"] and len(art["text"]) > 200
     assert art["entries"][0]["feed"] == "news"
+    # stage 4 ran (no labeling with --model none): each thesis's pair is shown with its state
+    assert {h["state"] for h in art["labels"]} <= {"pending", "skipped"}
+    assert all(h["label"] is None and h["route_score"] is not None for h in art["labels"])
     shown = setup("show", str(rows[0]["id"]), "--entry").stdout
     assert art["title"][:20] in shown
     assert json.loads(setup("articles", "--json", "--since", "2999-01-01").stdout) == []
@@ -101,12 +104,12 @@ def test_run_articles_show(setup) -> None:  # type: ignore[no-untyped-def]
     assert json.loads(setup("articles", "--json", "--until", "2000-01-01").stdout) == []
     assert "2 entries" in setup("articles").stdout
     # a second run: nothing new anywhere
-    again = json.loads(setup("run", "--all", "--json").stdout)
+    again = json.loads(setup("run", "--all", "--model", "none", "--json").stdout)
     assert (again["feeds_not_modified"], again["entries_new"], again["articles_new"]) == (1, 0, 0)
 
 
 def test_quiet_run_prints_nothing(setup) -> None:  # type: ignore[no-untyped-def]
-    result = setup("run", "--quiet")
+    result = setup("run", "--model", "none", "--quiet")
     assert result.stdout == "" and result.stderr == ""
 
 
@@ -117,6 +120,13 @@ def test_errors_are_one_line_and_exit_1(setup) -> None:  # type: ignore[no-untyp
     assert result.exit_code == 1 and "no article 999" in result.stderr
     result = setup("articles", "--since", "yesterday", ok=False)
     assert result.exit_code == 2 and "not a date" in result.stderr
+
+
+def test_run_with_a_missing_model_file_is_one_clear_error(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "nope.gguf"
+    result = setup("run", "--model", f"local:{missing}", ok=False)
+    assert result.exit_code == 1 and str(missing) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("verb", ["fetch", "feeds", "articles", "show", "run"])

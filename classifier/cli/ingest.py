@@ -17,6 +17,7 @@ from classifier.cli import main
 from classifier.cli.common import Env, env_options
 from classifier.errors import ConfigError, EvidenceError
 from classifier.fetch import enable_feed, feed_health, sync_feeds
+from classifier.label import history as label_history
 from classifier.pipeline import fetch_once, run_once
 from classifier.records import RunCounts
 from classifier.store import utcnow
@@ -298,9 +299,10 @@ def show_cmd(env: Env, item_id: int, is_entry: bool, chars: int) -> None:
         via = [dict(s._mapping) for s in conn.execute(
             select(entries.c.id, feeds.c.name.label("feed"), entries.c.guid)
             .join(feeds, feeds.c.id == entries.c.feed_id).where(entries.c.article_id == a.id))]
+        per_thesis = label_history(conn, a.id)
     data = {k: v for k, v in a._mapping.items() if k != "minhash"}
     data.update(published=as_utc(a.published), created_at=as_utc(a.created_at),
-                story_siblings=siblings, entries=via)
+                story_siblings=siblings, entries=via, labels=per_thesis)
     if env.as_json:
         env.emit(data)
         return
@@ -314,6 +316,32 @@ def show_cmd(env: Env, item_id: int, is_entry: bool, chars: int) -> None:
     text = a.text if chars == 0 else a.text[:chars] + ("…" if len(a.text) > chars else "")
     c.print("")
     c.print(text, highlight=False, markup=False)
+    for h in per_thesis:
+        _print_thesis_label(c, h)
+
+
+def _print_thesis_label(c: Any, h: dict[str, Any]) -> None:
+    """One thesis's pair state, label, quotes and LLM calls, as `evidence show` prints them."""
+    c.print("")
+    score = "-" if h["route_score"] is None else f"{h['route_score']:.3f}"
+    c.print(f"[bold]{h['thesis']}[/bold]  pair {h['pair_id']}: {h['state']} (route score {score})",
+            highlight=False)
+    if h["error_type"]:
+        c.print(f"  error: {h['error_type']}: {h['error_detail']}", markup=False, highlight=False)
+    lab = h["label"]
+    if lab is not None:
+        fields = ("relevant={relevant} type={evidence_type} direction={direction} "
+                  "strength={strength} trigger={trigger} confidence={confidence:.2f} "
+                  "review={review_state}").format(**lab)
+        c.print(f"  label {lab['id']}: {fields}", markup=False, highlight=False)
+        c.print(f"  rationale: {lab['rationale']}", markup=False, highlight=False)
+        for q in lab["quotes"]:
+            c.print(f'  quote: "{q}"', markup=False, highlight=False)
+    for call in h["calls"]:
+        err = f" error={call['error_type']}" if call["error_type"] else ""
+        c.print(f"  call {call['id']} attempt {call['attempt']}: {call['backend']}:{call['model']} "
+                f"{call['tokens_in']}+{call['tokens_out']} tok ${call['cost_usd']:.4f} "
+                f"{call['latency_ms'] / 1000:.1f}s{err}", markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,13 +353,28 @@ def show_cmd(env: Env, item_id: int, is_entry: bool, chars: int) -> None:
 @click.option("--feed", "feed_names", multiple=True, metavar="NAME",
               help="Poll only this feed (repeatable); pending entries are processed regardless.")
 @click.option("--all", "poll_all", is_flag=True, help="Poll every enabled feed, due or not.")
+@click.option("--model", "model_spec", metavar="SPEC",
+              help="Labeling backend: local (default without OPENAI_API_KEY/OPENAI_BASE_URL), "
+                   "local:PATH.gguf, openai:MODEL, or none to stop after routing "
+                   "(env EVIDENCE_MODEL).")
+@click.option("--label-limit", type=click.IntRange(min=0), metavar="N",
+              help="Label at most N routed pairs this run; the rest stay pending.")
+@click.option("--budget", "budget_usd", type=click.FloatRange(min=0), metavar="USD",
+              help="Stop labeling before spending more than this; the rest stay pending.")
 @env_options(listing=True)
-def run_cmd(env: Env, feed_names: tuple[str, ...], poll_all: bool) -> None:
-    """Run every stage that exists once: fetch → extract → dedupe (→ route → label)."""
+def run_cmd(env: Env, feed_names: tuple[str, ...], poll_all: bool, model_spec: str | None,
+            label_limit: int | None, budget_usd: float | None) -> None:
+    """Run every stage once: fetch → extract → dedupe → route → label (queued for review)."""
     _check_feed_names(env, feed_names)
+    backend = None
+    if model_spec != "none":
+        from classifier.backends import get_backend
+
+        backend = get_backend(model_spec, env.settings.label)
     with _progress(env) as progress:
-        counts = run_once(env.engine, env.settings, env.feeds, env.theses,
-                          feed_names=feed_names or None, force=poll_all, progress=progress)
+        counts = run_once(env.engine, env.settings, env.feeds, env.theses, backend=backend,
+                          feed_names=feed_names or None, force=poll_all, progress=progress,
+                          label_limit=label_limit, budget_usd=budget_usd)
     if env.as_json:
         env.emit(counts.model_dump(mode="json"))
     elif not env.quiet:
