@@ -72,7 +72,7 @@ class LabelSettings(Model):
 
 
 class RouteSettings(Model):
-    """Stage 4: thresholds measured by bench/route.py (docs/readme/routing.md says how)."""
+    """Stage 4: thresholds measured by bench/route.py (docs/routing.md says how)."""
 
     threshold: float = 0.26  # send when cosine + keyword bonus >= this (bench/route.py, train half)
     keyword_weight: float = 0.05  # bonus per distinct thesis keyword found, up to keyword_cap

@@ -36,7 +36,7 @@ from classifier.store.tables import (articles, decisions, labels, probability_hi
 
 # Likelihood ratios for a *supporting* item (an undermining one gets 1/LR; neutral gets 1).
 # LR = P(this report | thesis true) / P(this report | thesis false). Defended in
-# docs/readme/ledger.md: one strong direct observation (an independent benchmark run showing
+# docs/ledger.md: one strong direct observation (an independent benchmark run showing
 # parity) takes a 75% forecast to 90%; a weak rumour or proxy moves odds by 10%.
 DEFAULT_LIKELIHOOD_RATIOS: dict[str, float] = {
     "direct.strong": 3.0,

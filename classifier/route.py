@@ -14,7 +14,7 @@ A pair is worth a call when its score reaches the thesis's threshold. The score 
   keywords with capitals match case-sensitively (plural or possessive allowed: `EVs`, `Qwen's`),
   so `EV` does not fire on "every" or "Eve".
 
-Thresholds come from `bench/route.py` (docs/readme/routing.md): `settings.route.threshold`,
+Thresholds come from `bench/route.py` (docs/routing.md): `settings.route.threshold`,
 overridable per thesis (`route_threshold`), and `route = false` on a thesis sends every article.
 The model reads English; with `other_languages = "send"` an article stored with another language
 (`articles.language`, from stage 2) is sent whatever its score.
