@@ -52,7 +52,11 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-eval "$("$PY" scripts/pgcluster.py start "$PGBASE")"
+PGENV="$("$PY" scripts/pgcluster.py start "$PGBASE")" || {
+    echo "could not start a PostgreSQL cluster (see the error above)" >&2
+    exit 1
+}
+eval "$PGENV"
 export EVIDENCE_TEST_PGDATA
 echo "PostgreSQL up: $EVIDENCE_TEST_DB"
 PG_URL="$EVIDENCE_TEST_DB"
