@@ -224,7 +224,9 @@ def test_sigstop_past_the_lease_loses_the_claim_and_the_late_write_is_refused(en
                             concurrency=1, latency_s=0.0)
         os.close(fd)
         _wait_for(lambda: _pair_state(engine, pair_id) == "labeled", 60, "B's label")
-        assert time.monotonic() - frozen_at > opts.lease_s
+        # B could only claim once A's lease ran out: at most one heartbeat before the freeze
+        # plus the lease
+        assert time.monotonic() - frozen_at > opts.lease_s - opts.heartbeat
         os.kill(a, signal.SIGCONT)  # A's call returns; its commit must be refused
         _wait_for(lambda: (_worker_row(engine, a)["counts"] or {}).get("label:lease_lost"),
                   30, "A's refused commit")
