@@ -196,7 +196,9 @@ def due_feeds(engine: Engine, *, names: Sequence[str] | None = None, force: bool
               now: datetime | None = None) -> list[Any]:
     """→ feed rows to poll: enabled, not disabled, due (all of them with force; named ones only)."""
     now = now or utcnow()
-    q = select(feeds).where(feeds.c.enabled.is_(True), feeds.c.disabled_reason.is_(None))
+    q = select(feeds).where(feeds.c.enabled.is_(True), feeds.c.disabled_reason.is_(None),
+                            # a feed a worker holds under a live lease is that worker's to poll
+                            or_(feeds.c.lease_until.is_(None), feeds.c.lease_until <= now))
     if names:
         q = q.where(feeds.c.name.in_(list(names)))
     elif not force:

@@ -358,3 +358,24 @@ def test_sync_feeds_upserts_and_disables(engine: Engine) -> None:
     # an empty (or missing) feeds file changes nothing
     assert sync_feeds(engine, FeedsFile()) == {"added": 0, "updated": 0, "removed": 0}
     assert [f.name for f in due_feeds(engine)] == ["a"]
+
+
+def test_a_feed_under_a_live_worker_lease_is_not_due(engine: Engine) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from classifier.fetch import due_feeds
+    from classifier.store import utcnow, write
+    from classifier.store.tables import feeds as feeds_table
+
+    sync_feeds(engine, FeedsFile(feed=[FeedConfig(name="held", url="https://a.example/rss"),
+                                       FeedConfig(name="free", url="https://b.example/rss")]))
+    with write(engine) as conn:
+        conn.execute(update(feeds_table).where(feeds_table.c.name == "held").values(
+            claimed_by="w1", lease_until=utcnow() + timedelta(seconds=60)))
+    assert [f.name for f in due_feeds(engine)] == ["free"]
+    with write(engine) as conn:  # the lease ran out: the feed is due again
+        conn.execute(update(feeds_table).where(feeds_table.c.name == "held").values(
+            lease_until=utcnow() - timedelta(seconds=1)))
+    assert sorted(f.name for f in due_feeds(engine)) == ["free", "held"]
