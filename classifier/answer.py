@@ -3,7 +3,9 @@
 The schema the model sees puts `rationale` first (reason, then decide: with the labels first the
 embedded model called almost everything irrelevant), restricts `trigger` to the thesis's trigger
 ids, and caps quotes. Cross-field rules and grounding (each quote occurs in the article text,
-whitespace and quote characters normalised) are checked here in code, on every backend.
+whitespace and quote characters normalised) are checked here in code, on every backend. A quote
+that is near-verbatim (a dropped clause, a changed word) is replaced by the article's own span;
+the model's original answer stays on record in the call log.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import functools
 import json
 import re
+import string
 import unicodedata
+from difflib import SequenceMatcher
 from typing import Any, Literal
 
 from pydantic import (
@@ -61,6 +65,68 @@ def ungrounded(quotes: list[str], text: str) -> list[str]:
     return bad
 
 
+_PUNCT = string.punctuation + " "
+_STOPS = ".,;:!?"
+ALIGN_MIN_WORDS = 5  # shorter quotes must match exactly: too few words to align safely
+ALIGN_MIN_COVERAGE = 0.9  # share of the quote's words found, in order, in the span
+ALIGN_MAX_STRETCH = 1.6  # the span may hold at most this many times the quote's words (+3)
+
+
+def _words(text: str) -> list[tuple[str, int, int]]:
+    out = []
+    for m in re.finditer(r"\S+", text):
+        w = normalise(m.group()).strip(_PUNCT)
+        if w:
+            out.append((w, m.start(), m.end()))
+    return out
+
+
+def align_quote(quote: str, text: str) -> str | None:
+    """A near-verbatim quote → the verbatim span of `text` it was copied from, or None.
+
+    Small models copy a sentence but drop a clause or change a word; the label should carry
+    the article's own words, not the model's. The span returned is a slice of `text` (so it is
+    grounded by construction) that contains at least 90% of the quote's words in order and is
+    at most 1.6 times as long. Quotes under 5 words are never aligned.
+    """
+    q = [w for w, _, _ in _words(quote)]
+    if len(q) < ALIGN_MIN_WORDS:
+        return None
+    spans = _words(text)
+    t = [w for w, _, _ in spans]
+    i, j, size = SequenceMatcher(None, t, q, autojunk=False).find_longest_match(0, len(t), 0, len(q))
+    if size < 3:
+        return None
+    lo, hi = max(0, i - j - len(q)), min(len(t), i + 2 * len(q) - j)  # room for dropped words
+    blocks = [b for b in SequenceMatcher(None, t[lo:hi], q, autojunk=False).get_matching_blocks()
+              if b.size]
+    limit = ALIGN_MAX_STRETCH * len(q) + 3
+    best: tuple[int, int, int] | None = None  # (matched words, first text word, last text word)
+    for a in range(len(blocks)):
+        for b in range(a, len(blocks)):
+            first, last = blocks[a].a, blocks[b].a + blocks[b].size - 1
+            if last - first + 1 > limit:
+                break
+            matched = sum(k.size for k in blocks[a:b + 1])
+            if best is None or matched > best[0]:
+                best = (matched, first, last)
+    if best is None or best[0] < ALIGN_MIN_COVERAGE * len(q):
+        return None
+    span = text[spans[lo + best[1]][1]:spans[lo + best[2]][2]]
+    return span if quote.rstrip()[-1:] in _STOPS else span.rstrip(_STOPS)
+
+
+def ground_quotes(quotes: list[str], text: str) -> tuple[list[str], list[str]]:
+    """Quotes + text → (quotes to keep, quotes that fail): exact ones as written, near-verbatim
+    ones replaced by the article's own span (`align_quote`), the rest reported as failing."""
+    keep, bad = [], []
+    exact = set(quotes) - set(ungrounded(quotes, text))
+    for q in quotes:
+        span = q if q in exact else align_quote(q, text)
+        (keep if span is not None else bad).append(span if span is not None else q)
+    return keep, bad
+
+
 class AnswerBase(BaseModel):
     """Fields in the order the model writes them; converted to `records.Label` after checks."""
 
@@ -82,11 +148,12 @@ class AnswerBase(BaseModel):
         to_label(self)  # cross-field rules of the spec
         text = (info.context or {}).get("text")
         if text is not None:
-            bad = ungrounded(self.quotes, text)
+            keep, bad = ground_quotes(self.quotes, text)
             if bad:
                 raise ValueError(
                     f"these quotes do not occur in the article text: {json.dumps(bad)}; copy "
                     f"quotes word for word from the text between the markers, or use []")
+            self.quotes = keep
         return self
 
 

@@ -7,7 +7,14 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from classifier.answer import InvalidAnswer, answer_schema, parse_answer, ungrounded
+from classifier.answer import (
+    InvalidAnswer,
+    align_quote,
+    answer_schema,
+    ground_quotes,
+    parse_answer,
+    ungrounded,
+)
 from classifier.backends import ScriptedBackend, get_backend, resolve_spec
 from classifier.config import LabelSettings, ThesesFile
 from classifier.errors import LabelingFailed, TransportError
@@ -42,6 +49,42 @@ def test_quote_with_curly_quotes_and_spacing_is_grounded():
     assert ungrounded(['lab said the "gap has  effectively\nclosed"',
                        "leading closed model's 72.0%"], TEXT) == []
     assert ungrounded(["the gap has closed completely"], TEXT) == ["the gap has closed completely"]
+
+
+def test_near_verbatim_quote_is_replaced_by_the_articles_own_span():
+    # the embedded model copies a sentence but drops a clause: seed item op04 failed this way
+    dropped = "The open model scored 71.2%, within one point of the leading closed model's 72.0%."
+    span = align_quote(dropped, TEXT)
+    assert span == ("The open model scored 71.2% on SWE-bench Verified, within one point of the "
+                    "leading closed model’s 72.0%.")
+    assert span in TEXT and ungrounded([span], TEXT) == []
+    one_word_changed = "The lab said the gap has essentially closed on public coding benchmarks"
+    assert align_quote(one_word_changed, TEXT) == ("The lab said the “gap has effectively "
+                                                   "closed” on public coding benchmarks")
+
+
+def test_paraphrase_short_quote_and_scattered_words_are_not_aligned():
+    assert align_quote("open models now beat every closed model on coding", TEXT) is None
+    assert align_quote("the gap closed", TEXT) is None  # under 5 words: exact or nothing
+    # the quote's words all occur, but spread over the whole text rather than in one span
+    assert align_quote("independent lab open model closed model product quality matter", TEXT) is None
+    keep, bad = ground_quotes(["71.2% on SWE-bench Verified", "the open model beats everything "
+                               "closed on every benchmark"], TEXT)
+    assert keep == ["71.2% on SWE-bench Verified"] and len(bad) == 1
+
+
+def test_near_verbatim_quote_is_stored_as_the_span_without_a_reask(engine):
+    add_pair(engine)
+    sloppy = GOOD.model_copy(update={"quotes": ["The open model scored 71.2%, within one point "
+                                                "of the leading closed model's 72.0%"]})
+    counts = label_pending(engine, THESES, ScriptedBackend([sloppy]))
+    assert counts.labeled == 1 and counts.calls == 1
+    with engine.connect() as c:
+        stored = c.execute(select(labels.c.quotes)).scalar()
+        raw = c.execute(select(llm_calls.c.response)).scalar()
+    assert stored == ["The open model scored 71.2% on SWE-bench Verified, within one point of the "
+                      "leading closed model’s 72.0%"]
+    assert "scored 71.2%, within" in raw  # the model's own words stay on record
 
 
 def test_ungrounded_quote_is_reasked_with_the_error_then_accepted(engine):
