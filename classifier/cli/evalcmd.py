@@ -79,6 +79,8 @@ def _print_figures(env: Env, record: dict[str, Any]) -> None:
                f"tokens p50 {fmt(c['tokens']['p50'], 0)} p95 {fmt(c['tokens']['p95'], 0)}; "
                f"cost total ${c['cost_usd']['total']:.4f}; wall {record['wall_s']:.1f} s; "
                f"{m['n_failed']} of {m['n_items']} failed")
+    if m.get("failures"):
+        click.echo("failures: " + ", ".join(f"{k} {v}" for k, v in m["failures"].items()))
 
 
 @eval_group.command("run")

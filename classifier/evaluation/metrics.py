@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -319,6 +320,8 @@ def compute(results: Sequence[ItemResult], *, n_resamples: int = 1000,
     return {
         "n_items": len(results),
         "n_failed": sum(1 for r in results if r.failed),
+        "failures": dict(Counter(r.error_type or "unknown" for r in results if r.failed)
+                         .most_common()),
         "figures": figures,
         "confusion": confusions,
         "reliability": reliability(results),

@@ -86,7 +86,7 @@ MD = """# Eval run: {{ c.model }}
 
 - started {{ r.started_at }}, finished {{ r.finished_at }}, status **{{ r.status }}**, labeling wall time {{ "%.1f"|format(r.wall_s) }} s
 - gold: {{ gold_desc }}
-- items: {{ m.n_items }} ({{ m.n_failed }} failed); items SHA-256 `{{ c.items_sha256[:16] }}`
+- items: {{ m.n_items }} ({{ m.n_failed }} failed{% if m.failures %}: {% for k, v in m.failures.items() %}{{ k }} {{ v }}{{ ", " if not loop.last }}{% endfor %}{% endif %}); items SHA-256 `{{ c.items_sha256[:16] }}`
 - prompt hash `{{ c.prompt_hash[:16] }}`
 - intervals: 95% percentile bootstrap over items ({{ m.bootstrap.resamples }} resamples, seed {{ m.bootstrap.seed }})
 
