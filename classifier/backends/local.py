@@ -40,11 +40,7 @@ def load(path: str, *, seed: int = 42, n_ctx: int = N_CTX) -> Any:
                 "(or use --model openai:<model> with OPENAI_API_KEY / OPENAI_BASE_URL)") from e
         if not Path(path).is_file():
             raise BackendUnavailable(f"model file not found: {path}")
-        # llama-cpp-python's own default (half the CPUs: physical cores on SMT machines). More
-        # threads than free cores is much worse than fewer: llama.cpp's threads spin at barriers,
-        # and one descheduled thread stalls the rest (32 tokens on 2 busy cores: 151 s with 2
-        # threads, 22 s with 1).
-        threads = int(os.environ.get("EVIDENCE_THREADS", "0")) or max(1, (os.cpu_count() or 2) // 2)
+        threads = int(os.environ.get("EVIDENCE_THREADS", "0")) or default_threads()
         try:
             with _weight_repacking(os.environ.get("EVIDENCE_LLAMA_REPACK") == "1"):
                 llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads,
@@ -53,6 +49,22 @@ def load(path: str, *, seed: int = 42, n_ctx: int = N_CTX) -> Any:
             raise BackendUnavailable(f"llama.cpp cannot load {path}: {e}") from e
         _MODELS[path] = llm
         return llm
+
+
+def default_threads() -> int:
+    """→ llama.cpp threads: every CPU this process may use, at most 8 (EVIDENCE_THREADS overrides).
+
+    Measured on the 2-core build machine, idle: 4 seed items took 93 s with 2 threads and 139 s
+    with 1 (llama-cpp-python's own default is half the CPUs). On a machine busy with other work,
+    fewer threads are better: llama.cpp's threads spin at barriers and one descheduled thread
+    stalls the rest (32 tokens on 2 busy cores: 151 s with 2 threads, 22 s with 1), so set
+    EVIDENCE_THREADS=1 there.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
 
 
 @contextlib.contextmanager
