@@ -9,6 +9,7 @@ evaluated once and reused as the prefix of every later call.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -47,8 +48,20 @@ def load(path: str, *, seed: int = 42, n_ctx: int = N_CTX) -> Any:
                             n_threads_batch=threads, seed=seed, verbose=False)
         except (ValueError, RuntimeError) as e:
             raise BackendUnavailable(f"llama.cpp cannot load {path}: {e}") from e
+        if not _MODELS:
+            atexit.register(close_all)
         _MODELS[path] = llm
         return llm
+
+
+def close_all() -> None:
+    """Free every loaded model now (at exit: llama-cpp-python's own `__del__` runs after the
+    interpreter has torn down its modules and prints "Exception ignored ... TypeError")."""
+    with _LOCK:
+        while _MODELS:
+            _, llm = _MODELS.popitem()
+            with contextlib.suppress(Exception):
+                llm.close()
 
 
 def default_threads() -> int:
