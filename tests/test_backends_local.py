@@ -175,4 +175,3 @@ def test_model_path_respects_env(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("EVIDENCE_MODEL_DIR", str(tmp_path))
     assert embedded.model_path() == tmp_path / embedded.MODEL_FILE
     assert not embedded.is_installed()
-
