@@ -82,12 +82,14 @@ def cache_key(text_sha256: str, thesis_hash: str, prompt_hash: str, schema_hash_
 
 def build_request(thesis: ThesisConfig, *, title: str, text: str, source: str | None = None,
                   published: datetime | str | None = None,
-                  settings: LabelSettings | None = None) -> tuple[Prompt, LabelRequest]:
-    """Thesis + article → (rendered prompt, backend request with schema and hashes)."""
+                  settings: LabelSettings | None = None,
+                  delimiter_key: str | None = None) -> tuple[Prompt, LabelRequest]:
+    """Thesis + article → (rendered prompt, backend request with schema and hashes);
+    `delimiter_key` makes the spotlighting code repeatable (eval only, see prompt.new_delimiter)."""
     settings = settings or LabelSettings()
     pub = published.isoformat() if isinstance(published, datetime) else published
     prompt = render(thesis, title=title, text=text, source=source, published=pub,
-                    max_article_tokens=settings.max_article_tokens)
+                    max_article_tokens=settings.max_article_tokens, delimiter_key=delimiter_key)
     schema = answer_schema(thesis)
     return prompt, LabelRequest(messages=prompt.messages, thesis=thesis, schema=schema, text=text,
                                 prompt_hash=prompt.prompt_hash, schema_hash=schema_hash(schema),
@@ -97,10 +99,11 @@ def build_request(thesis: ThesisConfig, *, title: str, text: str, source: str | 
 
 def label_article(backend: Backend, thesis: ThesisConfig, *, title: str, text: str,
                   source: str | None = None, published: datetime | str | None = None,
-                  settings: LabelSettings | None = None) -> LabelOutcome:
+                  settings: LabelSettings | None = None,
+                  delimiter_key: str | None = None) -> LabelOutcome:
     """Article + thesis → LabelOutcome; raises LabelingFailed / TransportError with `.calls` attached."""
     _, request = build_request(thesis, title=title, text=text, source=source, published=published,
-                               settings=settings)
+                               settings=settings, delimiter_key=delimiter_key)
     calls: list[CallRecord] = []
     started = time.perf_counter()
     try:

@@ -227,6 +227,17 @@ def test_spotlighting_delimiter_avoids_article_text(monkeypatch):
     assert render(THESIS, title="u", text=TEXT).messages[0] == p.messages[0]  # fixed system prompt
 
 
+def test_keyed_delimiter_repeats_for_the_same_key_and_still_avoids_the_text():
+    a = render(THESIS, title="t", text=TEXT, delimiter_key="eval:42:op01")
+    b = render(THESIS, title="t", text=TEXT, delimiter_key="eval:42:op01")
+    c = render(THESIS, title="t", text=TEXT, delimiter_key="eval:42:op02")
+    assert a.messages == b.messages and a.delimiter != c.delimiter
+    assert render(THESIS, title="t", text=TEXT).delimiter != render(THESIS, title="t",
+                                                                   text=TEXT).delimiter
+    first = new_delimiter("", "k")
+    assert new_delimiter(f"an article that quotes {first} itself", "k") not in (first, None)
+
+
 def test_long_article_is_trimmed_head_and_tail():
     paras = [f"Paragraph {i} " + "word " * 60 for i in range(40)]
     text, cut = trim_article("\n\n".join(paras), 550)

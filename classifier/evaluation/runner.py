@@ -83,7 +83,8 @@ def label_item(item: EvalItem, backend: Backend, settings: LabelSettings) -> Ite
     started = time.perf_counter()
     try:
         out = label_article(backend, item.thesis, title=item.title, text=item.text,
-                            source=item.source, published=item.published, settings=settings)
+                            source=item.source, published=item.published, settings=settings,
+                            delimiter_key=f"eval:{settings.seed}:{item.id}")
     except (LabelingFailed, TransportError) as e:
         calls = getattr(e, "calls", [])
         kind = "transport" if isinstance(e, TransportError) else "invalid"
