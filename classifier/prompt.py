@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,14 @@ CHARS_PER_TOKEN = 3.2  # English news under Qwen2.5's tokenizer: 3.1 chars/token
 
 
 def prompts_dir() -> Path:
-    """→ the prompts folder: $EVIDENCE_PROMPTS, else `prompts/` beside the package."""
+    """→ the prompts folder: $EVIDENCE_PROMPTS, else `prompts/` beside the package (a checkout or
+    an editable install), else the copy a wheel installs in <prefix>/share/evidence-desk/prompts."""
     env = os.environ.get("EVIDENCE_PROMPTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "prompts"
+    if env:
+        return Path(env)
+    source = Path(__file__).resolve().parent.parent / "prompts"
+    installed = Path(sys.prefix) / "share" / "evidence-desk" / "prompts"
+    return installed if not source.is_dir() and installed.is_dir() else source
 
 
 @functools.lru_cache(maxsize=4)

@@ -287,3 +287,29 @@ def test_pair_of_a_thesis_no_longer_in_the_file_waits_and_the_run_goes_on(engine
     assert counts.unknown_thesis == 1 and counts.labeled == 1
     with engine.connect() as c:
         assert sorted(c.execute(select(pairs.c.state)).scalars()) == ["labeled", "pending"]
+
+
+def test_prompts_ship_in_the_wheel_and_are_found_outside_a_checkout(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import zipfile
+
+    from classifier import prompt
+    root = prompt.Path(prompt.__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", str(root), "-w", str(tmp_path / "dist")], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("evidence_desk-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        for name in (prompt.SYSTEM_TEMPLATE, prompt.USER_TEMPLATE):
+            shipped = z.read(f"evidence_desk-{wheel.name.split('-')[1]}.data/data/share/"
+                             f"evidence-desk/prompts/{name}")
+            assert shipped == (root / "prompts" / name).read_bytes()
+    # an installed package (no prompts/ beside it) reads the copy under <prefix>/share
+    installed = tmp_path / "prefix" / "share" / "evidence-desk" / "prompts"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(prompt, "__file__", str(tmp_path / "site" / "classifier" / "prompt.py"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    monkeypatch.delenv("EVIDENCE_PROMPTS", raising=False)
+    assert prompt.prompts_dir() == installed
+    monkeypatch.setenv("EVIDENCE_PROMPTS", str(tmp_path))
+    assert prompt.prompts_dir() == tmp_path
