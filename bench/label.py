@@ -7,8 +7,13 @@ prefix cache favour neither. Both share the model instance, so the fixed system 
 cached for both. Prints per-article times, the ratio ours / bare (goal <= 1.1), prompt tokens per
 article (goal <= 1,500), and pairs per minute.
 
+With --encoder SPEC (default: the shipped encoder; "none" skips it), the same run then labels
+every gold item through `label_article` with the evidence encoder (quotes included) and prints
+its per-pair p50/p95 (goal p95 <= 100 ms on 2 cores) beside the LLM's per-pair times above.
+
     .venv/bin/python bench/label.py --n 3
     .venv/bin/python bench/label.py --n 3 --model local:/path/to/other.gguf
+    .venv/bin/python bench/label.py --n 2 --encoder encoder:/path/to/model-dir
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ def main() -> None:
     ap.add_argument("--gold", default=str(ROOT / "eval" / "gold" / "seed.jsonl"))
     ap.add_argument("--n", type=int, default=3, help="articles (each is labeled twice)")
     ap.add_argument("--theses", default=str(ROOT / "theses.toml"))
+    ap.add_argument("--encoder", default="encoder", help="encoder spec, or none")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
 
@@ -118,9 +124,38 @@ def main() -> None:
           f"{statistics.mean(tokens):.0f}, max {max(tokens)}; prompt max "
           f"{max(r['bare_prompt_tokens'] for r in rows)}")
     print(f"pairs per minute through our labeler: {60 * len(rows) / ours_total:.2f}")
+    enc = encoder_times(args.encoder, args.gold, theses, settings) if args.encoder != "none" else None
+    if enc:
+        llm_ms = sorted(1000 * r["ours_s"] for r in rows)
+        print(f"\nencoder {enc['model']} on {enc['n']} gold pairs: p50 {enc['p50_ms']:.0f} ms, "
+              f"p95 {enc['p95_ms']:.0f} ms per pair (load {enc['load_s']:.1f} s); LLM above: "
+              f"p50 {statistics.median(llm_ms):.0f} ms; LLM p50 / encoder p50: "
+              f"{statistics.median(llm_ms) / enc['p50_ms']:.0f}x")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"rows": rows, "ratio": ours_total / bare_total,
-                                                   "ratio_one_attempt": ratio_1}, indent=2))
+                                                   "ratio_one_attempt": ratio_1, "encoder": enc},
+                                                  indent=2))
+
+
+def encoder_times(spec: str, gold: str, theses, settings) -> dict:
+    """Encoder spec + gold file → per-pair times through label_article (after one warm-up)."""
+    import numpy as np
+    t0 = time.perf_counter()
+    enc = get_backend(spec, settings)
+    load_s = time.perf_counter() - t0
+    items = [json.loads(line) for line in Path(gold).read_text().splitlines() if line.strip()]
+    warm = items[0]
+    label_article(enc, theses.get(warm["thesis"]), title=warm["article"]["title"],
+                  text=warm["article"]["text"], settings=settings)
+    ms = []
+    for item in items:
+        t = time.perf_counter()
+        label_article(enc, theses.get(item["thesis"]), title=item["article"]["title"],
+                      text=item["article"]["text"], source=item["article"].get("source"),
+                      settings=settings)
+        ms.append(1000 * (time.perf_counter() - t))
+    return {"model": enc.model, "n": len(ms), "load_s": load_s,
+            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
 
 
 if __name__ == "__main__":

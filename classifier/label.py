@@ -94,7 +94,7 @@ def build_request(thesis: ThesisConfig, *, title: str, text: str, source: str | 
     return prompt, LabelRequest(messages=prompt.messages, thesis=thesis, schema=schema, text=text,
                                 prompt_hash=prompt.prompt_hash, schema_hash=schema_hash(schema),
                                 max_reasks=settings.max_reasks,
-                                max_tokens=settings.max_output_tokens)
+                                max_tokens=settings.max_output_tokens, title=title)
 
 
 def label_article(backend: Backend, thesis: ThesisConfig, *, title: str, text: str,

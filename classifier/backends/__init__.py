@@ -5,9 +5,12 @@
     get_backend("openai:gpt-4o-mini")        OpenAI, or any OpenAI-compatible server via OPENAI_BASE_URL
     get_backend("gpt-4o-mini")               the same, when OPENAI_API_KEY or OPENAI_BASE_URL is set
     get_backend("scripted")                  queued answers (tests, demos of the plumbing)
+    get_backend("encoder")                   the trained evidence encoder shipped in the package
+    get_backend("encoder:/path/model-dir")   any model folder `evidence model train` wrote
 
 With no spec: $EVIDENCE_MODEL, else "openai:<default>" when OPENAI_API_KEY or OPENAI_BASE_URL is
-set, else "local". Only `openai_compat` imports openai/instructor; only `local` imports llama_cpp.
+set, else "local". Only `openai_compat` imports openai/instructor; only `local` imports llama_cpp;
+only `encoder` (through classifier/encoder/) runs the trained encoder.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ __all__ = ["Backend", "CallRecord", "LabelRequest", "ScriptedBackend", "get_back
 
 
 def resolve_spec(spec: str | None, settings: LabelSettings | None = None) -> str:
-    """--model value (or None) → a full spec "local[:path]" | "openai:<model>" | "scripted"."""
+    """--model value (or None) → a full spec "local[:path]" | "openai:<model>" | "encoder[:dir]"
+    | "scripted"."""
     settings = settings or LabelSettings()
     spec = spec or os.environ.get("EVIDENCE_MODEL") or settings.backend
     remote = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
     if not spec:
         return f"openai:{DEFAULT_OPENAI_MODEL}" if remote else "local"
-    if spec in ("local", "scripted") or spec.startswith(("local:", "openai:")):
+    if spec in ("local", "scripted", "encoder") or spec.startswith(("local:", "openai:", "encoder:")):
         return spec
     if spec == "openai":
         return f"openai:{DEFAULT_OPENAI_MODEL}"
@@ -46,6 +50,10 @@ def get_backend(spec: str | None = None, settings: LabelSettings | None = None) 
     full = resolve_spec(spec, settings)
     if full == "scripted":
         return ScriptedBackend()
+    if full == "encoder" or full.startswith("encoder:"):
+        from classifier.backends.encoder import EncoderBackend
+        return EncoderBackend(full.removeprefix("encoder").removeprefix(":") or None,
+                              settings=settings)
     if full.startswith("openai:"):
         from classifier.backends.openai_compat import OpenAIBackend
         return OpenAIBackend(full.removeprefix("openai:"), settings=settings)

@@ -38,7 +38,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 def price_of(model: str, backend: str, prices: dict[str, tuple[float, float]] | None = None
              ) -> tuple[float, float] | None:
     """Model + backend (+ configured prices) → (in, out) USD per 1M tokens; local is free; None if unknown."""
-    if backend in ("local", "scripted"):
+    if backend in ("local", "scripted", "encoder"):
         return (0.0, 0.0)
     table = {**DEFAULT_PRICES, **(prices or {})}
     return table.get(model)
@@ -63,6 +63,7 @@ class LabelRequest:
     schema_hash: str
     max_reasks: int = 2
     max_tokens: int = 400
+    title: str = ""  # the article's title (the encoder reads it; LLMs get it inside `messages`)
 
 
 @dataclass

@@ -24,7 +24,7 @@ def eval_group() -> None:
 
 
 def _items(env: Env, gold: tuple[str, ...], dataset: str | None, sample: int | None, seed: int,
-           corpora: str | None) -> tuple[list[Any], dict[str, Any]]:
+           corpora: str | None, split: str = "all") -> tuple[list[Any], dict[str, Any]]:
     from classifier.evaluation import adapters
     from classifier.evaluation.gold import file_sha256, load_gold
     items: list[Any] = []
@@ -34,8 +34,9 @@ def _items(env: Env, gold: tuple[str, ...], dataset: str | None, sample: int | N
         desc["files"] = list(gold)
         desc["sha256"] = file_sha256(gold)
     if dataset:
-        items += adapters.load_dataset(dataset, sample=sample, seed=seed, corpora=corpora)
-        desc["dataset"] = {"name": dataset, "sample": sample, "seed": seed,
+        items += adapters.load_dataset(dataset, sample=sample, seed=seed, corpora=corpora,
+                                       split=split)
+        desc["dataset"] = {"name": dataset, "sample": sample, "seed": seed, "split": split,
                            "mapping": adapters.mapping(dataset)}
     if not items:
         raise ConfigError("nothing to evaluate: give --gold FILE and/or --dataset NAME")
@@ -87,23 +88,28 @@ def _print_figures(env: Env, record: dict[str, Any]) -> None:
 @env_options()
 @click.option("--gold", "gold", multiple=True, metavar="FILE",
               help="Gold JSONL file (repeat for several).")
-@click.option("--dataset", type=click.Choice(["fnc1", "arc", "climate-fever", "perspectrum"]),
+@click.option("--dataset", type=click.Choice(["fnc1", "arc", "climate-fever", "perspectrum",
+                                              "covid-fact"]),
               help="External labeled set, read from the corpora folder.")
+@click.option("--split", type=click.Choice(["all", "train", "heldout"]), default="all",
+              show_default=True, help="Dataset part: heldout = the fifth of bodies (FNC-1, ARC) or "
+              "claims the encoder never trains on.")
 @click.option("--sample", type=int, metavar="N", help="Stratified sample of N dataset items.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--corpora", metavar="DIR", help="Corpora folder (default ../shared/corpora; "
               "env EVIDENCE_CORPORA).")
-@click.option("--model", metavar="M", help="Backend spec: local, local:/path.gguf, openai:<model>.")
+@click.option("--model", metavar="M", help="Backend spec: local, local:/path.gguf, openai:<model>, "
+              "encoder, encoder:/model/dir.")
 @click.option("--out", metavar="DIR", help="Run folder (default eval/runs/<time>-<model>); "
               "an interrupted run resumes into it.")
 @click.option("--limit", type=int, metavar="N", help="Label at most N new items, then stop.")
 @click.option("--resamples", type=int, default=1000, show_default=True,
               help="Bootstrap resamples for the intervals.")
-def eval_run(env: Env, gold: tuple[str, ...], dataset: str | None, sample: int | None, seed: int,
-             corpora: str | None, model: str | None, out: str | None, limit: int | None,
-             resamples: int) -> None:
+def eval_run(env: Env, gold: tuple[str, ...], dataset: str | None, split: str,
+             sample: int | None, seed: int, corpora: str | None, model: str | None,
+             out: str | None, limit: int | None, resamples: int) -> None:
     """Label gold items with a model; write the run record and report.md/report.html."""
-    items, desc = _items(env, gold, dataset, sample, seed, corpora)
+    items, desc = _items(env, gold, dataset, sample, seed, corpora, split)
     run_dir, record = _run(env, items, desc, model, out, limit, resamples)
     if not env.quiet:
         _print_figures(env, record)

@@ -116,6 +116,25 @@ def macro_f1(field: str, labels: list[str]) -> Stat:
     return stat
 
 
+def class_f1(field: str, label: str) -> Stat:
+    """Field + one class → statistic: that class's F1 on eligible items."""
+    def stat(rs: Sequence[ItemResult]) -> float:
+        t, p = field_pairs(rs, field)
+        if not t:
+            return math.nan
+        return _quiet(lambda: f1_score(t, p, labels=[label], average="macro", zero_division=0))
+    return stat
+
+
+def class_recall(field: str, label: str) -> Stat:
+    """Field + one class → statistic: of the items gold puts in that class, the share predicted so."""
+    def stat(rs: Sequence[ItemResult]) -> float:
+        t, p = field_pairs(rs, field)
+        hits = [b == label for a, b in zip(t, p, strict=True) if a == label]
+        return sum(hits) / len(hits) if hits else math.nan
+    return stat
+
+
 def strength_qwk(rs: Sequence[ItemResult]) -> float:
     """Quadratic-weighted Cohen's κ of strength on items where gold and prediction both have one."""
     t, p = field_pairs(rs, "strength")
@@ -265,6 +284,13 @@ def headline_stats(results: Sequence[ItemResult]) -> dict[str, tuple[Stat, Calla
         n = len(t)
         out[f"{field}.accuracy"] = (accuracy(field), lambda n=n: n)
         out[f"{field}.macro_f1"] = (macro_f1(field, labels), lambda n=n: n)
+        if field == "direction":  # the class the product exists to catch: undermining evidence
+            for c in labels:
+                k = sum(1 for x in t if x == c)
+                out[f"direction.f1.{c}"] = (class_f1(field, c), lambda k=k: k)
+            if "undermines" in labels:
+                out["direction.recall.undermines"] = (class_recall(field, "undermines"),
+                                                      lambda t=t: t.count("undermines"))
     if "strength.accuracy" in out:
         out["strength.qwk"] = (strength_qwk, lambda: sum(
             1 for a, b in zip(*field_pairs(results, "strength"), strict=True)

@@ -79,16 +79,31 @@ Loader = Callable[[Path], list[EvalItem]]
 
 
 def _registry() -> dict[str, tuple[Loader, str]]:
-    from classifier.evaluation.adapters import climate_fever, fnc, perspectrum
+    from classifier.evaluation.adapters import climate_fever, covid_fact, fnc, perspectrum
     return {
         "fnc1": (fnc.load_fnc1, fnc.MAPPING),
         "arc": (fnc.load_arc, fnc.MAPPING),
         "climate-fever": (climate_fever.load, climate_fever.MAPPING),
         "perspectrum": (perspectrum.load, perspectrum.MAPPING),
+        "covid-fact": (covid_fact.load, covid_fact.MAPPING),
     }
 
 
-DATASETS = ("fnc1", "arc", "climate-fever", "perspectrum")
+DATASETS = ("fnc1", "arc", "climate-fever", "perspectrum", "covid-fact")
+SPLITS = ("all", "train", "heldout")
+HELDOUT_SHARE = 5  # one group in five is held out of encoder training
+
+
+def group_key(item: EvalItem) -> str:
+    """Item → what a train/held-out split must keep together: the body for FNC-format sets
+    (split by Body ID: one body carries many headlines), the claim for the others."""
+    return item.text if item.origin in ("fnc1", "arc") else item.thesis.statement
+
+
+def is_heldout(item: EvalItem) -> bool:
+    """Item → True when its group is in the fixed held-out fifth (never trained on)."""
+    digest = hashlib.sha256(b"heldout:" + group_key(item).encode()).digest()
+    return digest[0] % HELDOUT_SHARE == 0
 
 
 def mapping(name: str) -> str:
@@ -97,12 +112,17 @@ def mapping(name: str) -> str:
 
 
 def load_dataset(name: str, *, sample: int | None = None, seed: int = 0,
-                 corpora: str | Path | None = None) -> list[EvalItem]:
-    """Dataset name (+ --sample N --seed S) → EvalItems read from the corpora folder."""
+                 corpora: str | Path | None = None, split: str = "all") -> list[EvalItem]:
+    """Dataset name (+ --sample N --seed S, + split all/train/heldout) → EvalItems read from
+    the corpora folder; `heldout` is the fifth of bodies (FNC-format) or claims never trained on."""
     reg = _registry()
     if name not in reg:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    items = _load_all(name, corpora_dir(corpora))
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    items = list(_load_all(name, corpora_dir(corpora)))
+    if split != "all":
+        items = [it for it in items if is_heldout(it) == (split == "heldout")]
     return stratified_sample(items, sample, seed)
 
 

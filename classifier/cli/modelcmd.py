@@ -1,0 +1,107 @@
+"""`evidence model train` and `evidence model card`: the evidence encoder's verbs."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+
+from classifier.cli.common import Env, env_options
+from classifier.cli.labelcmd import model_group
+
+TRAIN_DATA = "eval/train/items.jsonl"
+TRAIN_THESES = "eval/train/theses.toml"
+CORPORA = ("fnc1", "arc", "perspectrum", "climate-fever", "covid-fact")
+
+
+@model_group.command("train")
+@click.option("--data", multiple=True, metavar="FILE", default=[TRAIN_DATA], show_default=True,
+              help="Gold-format training file (repeat for several).")
+@click.option("--data-theses", default=TRAIN_THESES, show_default=True, metavar="PATH",
+              help="Theses file of the training items.")
+@click.option("--corpus", "corpora", multiple=True, type=click.Choice(CORPORA),
+              help="Open corpus to add (train split, class-balanced; repeat). Default: all.")
+@click.option("--no-corpora", is_flag=True, help="Train on the written data only.")
+@click.option("--corpus-scale", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Multiply the per-class count drawn from each corpus.")
+@click.option("--corpora", "corpora_dir", metavar="DIR",
+              help="Corpora folder (default ../shared/corpora; env EVIDENCE_CORPORA).")
+@click.option("--out", required=True, metavar="DIR", help="Model folder to write (resumes into it).")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the split, the corpus draw, the batch order and dropout.")
+@click.option("--max-length", type=click.IntRange(32, 512), default=256, show_default=True,
+              help="Tokens per pair (thesis + title + chosen passages).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=float, default=4e-5, show_default=True, help="Learning rate of the body.")
+@click.option("--calibration-theses", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Theses kept out of training to fit calibration on.")
+@click.option("--heldout-theses", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Theses kept out of training and calibration, scored in the card "
+                   "(leave-theses-out).")
+@click.option("--eval-gold", multiple=True, metavar="FILE",
+              help="Gold file (theses from --theses) scored in the card; must share nothing "
+                   "with the training data.")
+@click.option("--eval-fnc", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Score N held-out-body FNC-1 pairs (stratified) in the card.")
+@click.option("--max-steps", type=click.IntRange(min=1), hidden=True,
+              help="Stop after N optimizer steps (smoke runs and tests).")
+@env_options()
+def model_train(env: Env, data: tuple[str, ...], data_theses: str, corpora: tuple[str, ...],
+                no_corpora: bool, corpus_scale: float, corpora_dir: str | None, out: str,
+                epochs: int, seed: int, max_length: int, batch_size: int, lr: float,
+                calibration_theses: int, heldout_theses: int, eval_gold: tuple[str, ...],
+                eval_fnc: int, max_steps: int | None) -> None:
+    """Train the evidence encoder: a model folder with weights, calibration and a model card."""
+    from classifier.encoder.build import BuildOptions, build
+    from classifier.encoder.train import TrainSettings
+    from classifier.evaluation import adapters
+    from classifier.evaluation.gold import load_gold
+    settings = TrainSettings(epochs=epochs, seed=seed, max_length=max_length,
+                             batch_size=batch_size, lr=lr, max_steps=max_steps)
+    sets: dict[str, tuple[str, list[Any]]] = {}
+    if eval_gold:
+        sets["gold"] = (f"{', '.join(eval_gold)} (theses {env.theses_path})",
+                        load_gold(list(eval_gold), env.theses))
+    if eval_fnc:
+        sets["fnc1-heldout"] = (f"FNC-1 pairs whose body is held out of training, {eval_fnc} "
+                                "stratified (seed 0)", adapters.load_dataset(
+                                    "fnc1", sample=eval_fnc, seed=0, corpora=corpora_dir,
+                                    split="heldout"))
+    opts = BuildOptions(data=list(data), data_theses=data_theses, out=Path(out), settings=settings,
+                        corpora=[] if no_corpora else list(corpora or CORPORA),
+                        corpora_dir=corpora_dir, corpus_scale=corpus_scale,
+                        n_calibration=calibration_theses, n_heldout=heldout_theses,
+                        eval_sets=sets, command="evidence model train " + shlex.join(sys.argv[3:]))
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("loss {task.fields[loss]}"))
+    with Progress(*columns, console=env.console, disable=env.quiet) as bar:
+        task = bar.add_task("train", total=None, loss="-")
+
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, loss=f"{loss:.3f}")
+
+        card = build(opts, progress=progress, say=env.console.print)
+    click.echo(f"model {card['version']}: {out}  card: {Path(out) / 'README.md'}  "
+               f"({card['time']['total_s']:.0f} s)")
+
+
+@model_group.command("card")
+@click.argument("folder", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Output the card as JSON.")
+def model_card(folder: str | None, as_json: bool) -> None:
+    """Show an encoder model's card (default: the shipped model)."""
+    import json
+
+    from classifier.encoder import SHIPPED_DIR, card
+    path = Path(folder) if folder else SHIPPED_DIR
+    c = card.read_card(path)
+    if as_json:
+        click.echo(json.dumps(c, indent=2, ensure_ascii=False))
+    else:
+        click.echo((path / card.CARD_MD).read_text(encoding="utf-8"))
