@@ -7,6 +7,11 @@ run against it into a fresh database.
                        demo_data/theses.toml (a copy of the repo's theses.toml), plus one page of
                        garbage bytes; BROKEN paths answer 500, missing paths 404
     demo_data/theses.toml
+    demo_data/expected.jsonl  the demo set authors' label for every (article, thesis) pair
+                       (read by demo_summary.py)
+
+The demo also creates the review desk's `demo` editor with a fresh random password each time
+(`demo_login`), so its labels can be looked at right away.
 
 Nothing here reaches the network: the server binds 127.0.0.1 on an ephemeral port, and the run
 allows private addresses for itself only (settings.net.allow_private_networks).
@@ -15,6 +20,8 @@ allows private addresses for itself only (settings.net.allow_private_networks).
 from __future__ import annotations
 
 import hashlib
+import shlex
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import URL
 
+from classifier import users
 from classifier.config import FeedConfig, FeedsFile, Settings, ThesesFile, load_theses
 from classifier.records import Record, RunCounts
 from classifier.store.tables import articles, entries, feeds, skips
@@ -35,6 +44,7 @@ FEED_FILES = {  # feed name → (file, content type)
     "continental-wire": ("wire.rss", "application/rss+xml; charset=utf-8"),
     "brussels-ledger": ("policy.atom", "application/atom+xml; charset=utf-8"),
 }
+DEMO_USER = "demo"
 # A page that exists in the feed but whose server is broken.
 BROKEN = {"/pages/wire/2026/11/rail-strike-live.html": 500}
 
@@ -265,3 +275,58 @@ def report(
         ),
         multi_stories=tuple(stories),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo's editor and how to open the desk on the demo database
+# ---------------------------------------------------------------------------------------------
+
+
+class DemoLogin(Record):
+    """The demo's editor: name, the password shown once, and whether an earlier one was replaced."""
+
+    name: str
+    password: str
+    replaced: bool
+
+
+def had_demo_user(path: Path) -> bool:
+    """SQLite file of an earlier demo → whether it holds the demo user (False if unreadable)."""
+    if not path.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("SELECT 1 FROM users WHERE name = ?", (DEMO_USER,)).fetchone() \
+                is not None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
+def demo_login(engine: Engine, *, replacing: bool = False) -> DemoLogin:
+    """Demo database → the `demo` editor with a fresh random password (an existing one replaced).
+
+    `replacing`: the earlier demo's database, which held the user, was just recreated.
+    """
+    password = users.generate_password()
+    if any(u["name"] == DEMO_USER for u in users.list_users(engine)):
+        users.set_password(engine, DEMO_USER, password)
+        return DemoLogin(name=DEMO_USER, password=password, replaced=True)
+    users.add_user(engine, DEMO_USER, password, role="editor")
+    return DemoLogin(name=DEMO_USER, password=password, replaced=replacing)
+
+
+def shown_url(url: URL) -> str:
+    """Database URL → the text to print: a relative SQLite path made absolute, no password."""
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        url = url.set(database=str(Path(url.database).resolve()))
+    return url.render_as_string(hide_password=True)
+
+
+def desk_command(db_url: str, theses_path: Path, *, port: int = 8000) -> str:
+    """Database URL, theses file → the `evidence serve` command that opens the desk on them."""
+    port_arg = f" --port {port}" if port != 8000 else ""
+    return (f"evidence serve --db {shlex.quote(db_url)} "
+            f"--theses {shlex.quote(str(theses_path))}{port_arg}")

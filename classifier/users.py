@@ -90,6 +90,21 @@ def add_user(engine: Engine, name: str, password: str, *, role: Role = "editor")
     return User(id=user_id, name=name, role=role)
 
 
+def set_password(engine: Engine, name: str, password: str) -> User:
+    """User name, new password → the user with it; ReviewError if unknown or short. Sessions end."""
+    if len(password) < MIN_PASSWORD:
+        raise ReviewError(f"password too short: at least {MIN_PASSWORD} characters")
+    with write(engine) as conn:
+        row = conn.execute(select(users.c.id, users.c.role).where(users.c.name == name)).first()
+        if row is None:
+            raise ReviewError(f"no user {name!r}")
+        conn.execute(users.update().where(users.c.id == row.id)
+                     .values(password_hash=_hasher.hash(password)))
+        # whoever signed in with the old password is signed out
+        conn.execute(sessions.delete().where(sessions.c.user_id == row.id))
+    return User(id=row.id, name=name, role=row.role)
+
+
 def list_users(engine: Engine) -> list[dict[str, object]]:
     """→ every user as {id, name, role, disabled, created_at} (never the hash)."""
     with engine.connect() as conn:

@@ -6,9 +6,13 @@ import csv
 import ipaddress
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
+from sqlalchemy import Engine
 
 from classifier import queue, users
 from classifier.cli import main
@@ -37,15 +41,23 @@ def serve(env: Env, host: str, port: int, secure_cookies: bool) -> None:
 
     Example: evidence serve --port 8080   then open http://127.0.0.1:8080/
     """
+    theses = env.theses if Path(env.theses_path).exists() else ThesesFile()
+    if not Path(env.theses_path).exists():
+        env.console.print(f"[yellow]warning:[/] {env.theses_path} not found; "
+                          "thesis pages show ids only")
+    run_desk(env.engine, theses, host=host, port=port, secure_cookies=secure_cookies,
+             alerts=env.feeds.alert, console=env.console, quiet=env.quiet)
+
+
+def run_desk(engine: Engine, theses: ThesesFile, *, host: str, port: int,
+             secure_cookies: bool = False, alerts: Sequence[Any] = (),
+             console: Console, quiet: bool = False) -> None:
+    """Engine, theses → the review desk on host:port until Ctrl-C (`serve`, `demo --serve`)."""
     import uvicorn
 
     from classifier.web import create_app
     from classifier.web.app import WebSettings
 
-    theses = env.theses if Path(env.theses_path).exists() else ThesesFile()
-    if not Path(env.theses_path).exists():
-        env.console.print(f"[yellow]warning:[/] {env.theses_path} not found; "
-                          "thesis pages show ids only")
     if not _is_loopback(host):
         click.secho("=" * 72, fg="red", err=True)
         click.secho(f"WARNING: binding {host}:{port}: the review desk is reachable from the "
@@ -54,16 +66,18 @@ def serve(env: Env, host: str, port: int, secure_cookies: bool) -> None:
         click.secho("Put it behind TLS (a reverse proxy) and use --secure-cookies.",
                     fg="red", err=True)
         click.secho("=" * 72, fg="red", err=True)
-    if not users.list_users(env.engine):
-        env.console.print("[yellow]No users yet:[/] add one with "
-                          "`evidence user add NAME --role admin`.")
-    app = create_app(env.engine, theses, settings=WebSettings(secure_cookies=secure_cookies))
-    env.console.print(f"Review desk on http://{host}:{port}/  (Ctrl-C stops)")
+    if not users.list_users(engine):
+        console.print("[yellow]No users yet:[/] add one with "
+                      "`evidence user add NAME --role admin`.")
+    app = create_app(engine, theses, settings=WebSettings(secure_cookies=secure_cookies))
+    console.print(f"Review desk on http://{host}:{port}/  (Ctrl-C stops)")
     from classifier.alerts import DeliveryLoop  # trigger alerts from decisions, within seconds
-    alerts_loop = DeliveryLoop(env.engine, env.feeds.alert).start()
-    uvicorn.run(app, host=host, port=port, log_level="warning" if env.quiet else "info",
-                proxy_headers=False, server_header=False)
-    alerts_loop.stop()
+    alerts_loop = DeliveryLoop(engine, list(alerts)).start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info",
+                    proxy_headers=False, server_header=False)
+    finally:
+        alerts_loop.stop()
 
 
 @main.group()

@@ -1,0 +1,39 @@
+"""`evidence demo --serve` in a real browser: the demo's printed login signs in with Chromium, and
+the desk it starts listens on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.test_demo_summary import QWEN, demo_served, listening_addresses
+
+pytestmark = pytest.mark.browser
+
+
+def test_demo_login_in_chromium(browser, tmp_path):
+    with demo_served(tmp_path) as (url, password, port):
+        if Path("/proc/net/tcp").exists():
+            assert listening_addresses(port) == {"127.0.0.1"}
+        ctx = browser.new_context(base_url=url)
+        page = ctx.new_page()
+        page.goto("/queue")
+        assert "/login" in page.url
+        page.keyboard.type("demo")  # the name field has autofocus
+        page.keyboard.press("Tab")
+        page.keyboard.type(password + "x")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("p.error")
+        assert "/login" in page.url and "wrong name or password" in page.content()
+        page.fill("input[name=name]", "demo")
+        page.fill("input[name=password]", password)
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/queue")
+        # the demo's 25 scripted labels are in the queue, the Qwen pair among them
+        assert page.locator("a.item-link", has_text=re.compile("Qwen 4 ties")).count() == 1
+        page.locator("a.item-link", has_text=QWEN).click()
+        page.wait_for_url("**/item/*")
+        assert "oss-parity" in page.content()
+        ctx.close()
