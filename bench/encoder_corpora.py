@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--mix", action="append", choices=sorted(MIXES), help="repeat; default all five")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--max-length", type=int, default=160)
-    ap.add_argument("--corpus-scale", type=float, default=0.5)
+    ap.add_argument("--corpus-scale", type=float, default=1.0)
     ap.add_argument("--heldout-theses", type=int, default=10)
     ap.add_argument("--calibration-theses", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)

@@ -199,3 +199,23 @@ def test_encoder_labels_the_demo_set_end_to_end(engine):
     assert all(lab["model"] == backend.model for lab in labs)
     relevant = [lab for lab in labs if lab["relevant"]]
     assert relevant and all(lab["quotes"] for lab in relevant)
+
+
+def test_counter_theses_flip_direction_and_stay_in_their_thesis_split(tmp_path):
+    from classifier.encoder.data import counter_examples, load_counters
+    theses = load_theses(TRAIN_THESES)
+    items = [it for it in load_gold([TRAIN_ITEMS], theses) if it.thesis.id == theses.thesis[0].id]
+    f = tmp_path / "counter.toml"
+    f.write_text(f'[[counter]]\nthesis = "{theses.thesis[0].id}"\nstatement = "The opposite."\n')
+    ex = counter_examples(items, load_counters(f))
+    assert len(ex) == len(items)
+    for it, e in zip(items, ex, strict=True):
+        orig = example_from_item(it)
+        assert e.thesis.statement == "The opposite." and e.group == orig.group == it.thesis.id
+        flip = {0: 1, 1: 0, 2: 2, IGNORE: IGNORE}
+        assert e.targets["direction"] == flip[orig.targets["direction"]]
+        assert all(e.targets[h] == orig.targets[h] for h in ("relevant", "evidence_type", "strength"))
+    f.write_text('[[counter]]\nthesis = "x"\n')
+    with pytest.raises(ConfigError, match="statement"):
+        load_counters(f)
+    assert set(load_counters(ROOT / "eval/train/counter.toml")) == {t.id for t in theses.thesis}

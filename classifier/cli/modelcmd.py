@@ -16,6 +16,7 @@ from classifier.cli.labelcmd import model_group
 
 TRAIN_DATA = "eval/train/items.jsonl"
 TRAIN_THESES = "eval/train/theses.toml"
+TRAIN_COUNTERS = "eval/train/counter.toml"
 CORPORA = ("fnc1", "arc", "perspectrum", "climate-fever", "covid-fact")
 
 
@@ -24,6 +25,9 @@ CORPORA = ("fnc1", "arc", "perspectrum", "climate-fever", "covid-fact")
               help="Gold-format training file (repeat for several).")
 @click.option("--data-theses", default=TRAIN_THESES, show_default=True, metavar="PATH",
               help="Theses file of the training items.")
+@click.option("--counter-theses", "counters", default=TRAIN_COUNTERS, show_default=True,
+              metavar="PATH", help="Counter-theses: each training item is also judged against "
+              "its thesis's complement, supports and undermines swapped ('' for none).")
 @click.option("--corpus", "corpora", multiple=True, type=click.Choice(CORPORA),
               help="Open corpus to add (train split, class-balanced; repeat). Default: all.")
 @click.option("--no-corpora", is_flag=True, help="Train on the written data only.")
@@ -32,16 +36,16 @@ CORPORA = ("fnc1", "arc", "perspectrum", "climate-fever", "covid-fact")
 @click.option("--corpora", "corpora_dir", metavar="DIR",
               help="Corpora folder (default ../shared/corpora; env EVIDENCE_CORPORA).")
 @click.option("--out", required=True, metavar="DIR", help="Model folder to write (resumes into it).")
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the split, the corpus draw, the batch order and dropout.")
 @click.option("--max-length", type=click.IntRange(32, 512), default=256, show_default=True,
               help="Tokens per pair (thesis + title + chosen passages).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", type=float, default=4e-5, show_default=True, help="Learning rate of the body.")
-@click.option("--calibration-theses", type=click.IntRange(min=0), default=8, show_default=True,
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Learning rate of the body.")
+@click.option("--calibration-theses", type=click.IntRange(min=0), default=6, show_default=True,
               help="Theses kept out of training to fit calibration on.")
-@click.option("--heldout-theses", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--heldout-theses", type=click.IntRange(min=0), default=8, show_default=True,
               help="Theses kept out of training and calibration, scored in the card "
                    "(leave-theses-out).")
 @click.option("--eval-gold", multiple=True, metavar="FILE",
@@ -52,7 +56,8 @@ CORPORA = ("fnc1", "arc", "perspectrum", "climate-fever", "covid-fact")
 @click.option("--max-steps", type=click.IntRange(min=1), hidden=True,
               help="Stop after N optimizer steps (smoke runs and tests).")
 @env_options()
-def model_train(env: Env, data: tuple[str, ...], data_theses: str, corpora: tuple[str, ...],
+def model_train(env: Env, data: tuple[str, ...], data_theses: str, counters: str,
+                corpora: tuple[str, ...],
                 no_corpora: bool, corpus_scale: float, corpora_dir: str | None, out: str,
                 epochs: int, seed: int, max_length: int, batch_size: int, lr: float,
                 calibration_theses: int, heldout_theses: int, eval_gold: tuple[str, ...],
@@ -62,6 +67,8 @@ def model_train(env: Env, data: tuple[str, ...], data_theses: str, corpora: tupl
     from classifier.encoder.train import TrainSettings
     from classifier.evaluation import adapters
     from classifier.evaluation.gold import load_gold
+    if counters == TRAIN_COUNTERS and not Path(counters).exists():
+        counters = ""  # the default file belongs to the repo's own training set
     settings = TrainSettings(epochs=epochs, seed=seed, max_length=max_length,
                              batch_size=batch_size, lr=lr, max_steps=max_steps)
     sets: dict[str, tuple[str, list[Any]]] = {}
@@ -77,6 +84,7 @@ def model_train(env: Env, data: tuple[str, ...], data_theses: str, corpora: tupl
                         corpora=[] if no_corpora else list(corpora or CORPORA),
                         corpora_dir=corpora_dir, corpus_scale=corpus_scale,
                         n_calibration=calibration_theses, n_heldout=heldout_theses,
+                        counters=counters or None,
                         eval_sets=sets, command="evidence model train " + shlex.join(sys.argv[3:]))
     columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("loss {task.fields[loss]}"))

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from classifier.encoder import calibrate, card
-from classifier.encoder.data import Example, Source, corpus_items, example_from_item, load_written, \
-    thesis_split
+from classifier.encoder.data import Example, Source, corpus_items, counter_examples, \
+    example_from_item, load_counters, load_written, thesis_split
 from classifier.encoder.train import CHECKPOINT, Progress, TrainSettings, predict_logits, train
 from classifier.errors import ConfigError
-from classifier.evaluation.gold import EvalItem
+from classifier.evaluation import adapters
+from classifier.evaluation.gold import EvalItem, file_sha256
 
 
 @dataclass
@@ -38,8 +39,9 @@ class BuildOptions:
     corpora: list[str] = field(default_factory=list)
     corpora_dir: str | None = None
     corpus_scale: float = 1.0
-    n_calibration: int = 8
-    n_heldout: int = 0
+    n_calibration: int = 6
+    n_heldout: int = 8
+    counters: str | None = None  # counter-theses file: training items also judged against them
     eval_sets: dict[str, tuple[str, list[EvalItem]]] = field(default_factory=dict)  # name → (what, items)
     command: str = ""
 
@@ -49,10 +51,12 @@ def _text_key(item: EvalItem | Example) -> str:
 
 
 def check_disjoint(train_examples: Sequence[Example], name: str, items: Sequence[EvalItem]) -> None:
-    """Training examples + an evaluation set → ConfigError if they share a thesis or a text."""
-    theses = {e.thesis.id for e in train_examples}
+    """Training examples + an evaluation set → ConfigError if they share an article text, or a
+    thesis of the written kind (corpus claims may recur: FNC-1 is split by body, as the issue and
+    the competition define it)."""
+    theses = {e.thesis.id for e in train_examples if e.origin not in adapters.DATASETS}
     texts = {_text_key(e) for e in train_examples}
-    shared_t = sorted({it.thesis.id for it in items} & theses)
+    shared_t = sorted({it.thesis.id for it in items if it.origin not in adapters.DATASETS} & theses)
     shared_x = [it.id for it in items if _text_key(it) in texts]
     if shared_t or shared_x:
         raise ConfigError(f"evaluation set {name!r} overlaps the training data: theses "
@@ -71,11 +75,16 @@ def build(opts: BuildOptions, *, progress: Progress | None = None,
     corpus = corpus_items(opts.corpora, corpora=opts.corpora_dir, seed=opts.settings.seed,
                           scale=opts.corpus_scale)
     examples = [example_from_item(it) for it in part["train"] + corpus]
+    if opts.counters:
+        examples += counter_examples(part["train"], load_counters(opts.counters))
+        sources.append(Source(str(opts.counters), file_sha256([opts.counters]),
+                              len(load_counters(opts.counters))))
     origins = {it.origin for it in written}
     for name, (_, items) in opts.eval_sets.items():
         check_disjoint(examples, name, items)
     say(f"{len(examples)} training examples ({len(part['train'])} written over "
-        f"{sum(1 for v in split.values() if v == 'train')} theses, {len(corpus)} from corpora); "
+        f"{sum(1 for v in split.values() if v == 'train')} theses, {len(corpus)} from corpora, "
+        f"{len(examples) - len(part['train']) - len(corpus)} against counter-theses); "
         f"{len(part['calibration'])} calibration, {len(part['heldout'])} held-out items")
     model, featurizer, log = train(examples, opts.settings, opts.out, written=origins,
                                    progress=progress)

@@ -130,7 +130,7 @@ class Featurizer:
 
     def count(self, text: str) -> int:
         """Text → its token count without special tokens."""
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def encode(self, thesis: ThesisConfig, title: str, text: str) -> Encoded:
         """Thesis + article → token ids of "[CLS] thesis [SEP] title + passages [SEP]"."""
