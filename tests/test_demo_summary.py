@@ -144,12 +144,13 @@ def test_summary_counts_agreement_with_deliberate_disagreements(engine):
         "relevant": (24, 25), "evidence_type": (14, 14), "direction": (12, 14),
         "strength": (13, 14), "trigger": (24, 25), "all": (21, 25)}
     assert (s.undermines_expected, s.undermines_caught) == (5, 4)
-    # the ledger, by hand: expected = 75% × LR(Qwen 3) / 3 (audit) × 1.25 × 1.1 / 1.1 (Mistral);
+    # the ledger, by hand: expected = 75% × LR(Qwen 3) / 3 (audit) × 2.0 (DeepSeek's own scores,
+    # direct moderate) × 1.1 / 1.1 (Mistral);
     # proposed: Qwen and the audit swap signs and cancel, the llamas add a weak direct 1.3
     odds = 0.75 / 0.25
     assert oss.ledger.prior == 0.75
-    assert math.isclose(oss.ledger.expected, odds * 1.25 / (1 + odds * 1.25))
-    assert math.isclose(oss.ledger.proposed, odds * 1.625 / (1 + odds * 1.625))
+    assert math.isclose(oss.ledger.expected, odds * 2.0 / (1 + odds * 2.0))
+    assert math.isclose(oss.ledger.proposed, odds * 2.6 / (1 + odds * 2.6))
     assert (oss.ledger.counted_expected, oss.ledger.counted_proposed) == (6, 7)
     ev = next(t for t in s.theses if t.thesis_id == "ev-share-eu")
     assert ev.ledger.proposed < ev.ledger.expected  # a strong undermining proposal
@@ -165,8 +166,8 @@ def test_cli_prints_the_summary_and_the_login(tmp_path, monkeypatch, scripted):
             "relevant pairs, strength 6 of 6 relevant pairs, trigger 8 of 9 pairs, all fields 6 of "
             "9 pairs.") in out
     assert "Undermining pairs caught: 1 of 2." in out
-    assert ("every label approved as proposed → 83% (7 items), the expected labels → 79% (6 "
-            "items): the labeler's differences would put it 4 points too high.") in out
+    assert ("every label approved as proposed → 89% (7 items), the expected labels → 86% (6 "
+            "items): the labeler's differences would put it 3 points too high.") in out
     assert "✗ dir,trig" in out and "✗ rel,type,dir,str" in out
     assert "direction 12 of 14 relevant pairs" in out and "Undermining pairs caught: 4 of 5." in out
     line = next(ln for ln in out.splitlines() if ln.startswith("Sign in as demo, password "))
@@ -198,7 +199,7 @@ def test_cli_json_and_a_second_demo_replaces_the_password(tmp_path, monkeypatch,
                                  "direction": "undermines", "strength": "strong",
                                  "trigger": "below-60"}
     assert audit["differs"] == ["direction", "trigger"] and audit["confidence"] == 0.8
-    assert round(oss["ledger"]["expected"], 3) == 0.789
+    assert round(oss["ledger"]["expected"], 3) == 0.857
     assert data["login"]["name"] == "demo" and data["login"]["replaced"] is False
     assert data["desk"]["command"].startswith(f"evidence serve --db sqlite:///{tmp_path}")
     old = data["login"]["password"]
