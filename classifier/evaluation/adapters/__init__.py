@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,22 @@ def stratified_sample(items: Sequence[EvalItem], n: int | None, seed: int) -> li
         chosen.extend(groups[k][j] for j in sorted(idx))
     perm = rng.permutation(len(chosen))
     return [chosen[j] for j in perm]
+
+
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """JSON Lines dataset file → (line number, object) per non-blank line; ConfigError naming
+    the file (and line) when it cannot be read or a line is not JSON."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"cannot read dataset file: {e.strerror}", path=str(path)) from e
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"not valid JSON: {e.msg}", path=str(path), line=n) from e
 
 
 Loader = Callable[[Path], list[EvalItem]]

@@ -8,11 +8,9 @@ Scored fields: relevant, direction. The article's title is the Wikipedia page na
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from classifier.errors import ConfigError
-from classifier.evaluation.adapters import claim_thesis
+from classifier.evaluation.adapters import claim_thesis, jsonl_records
 from classifier.evaluation.gold import EvalItem, GoldTarget
 
 MAPPING = ("claim = thesis statement, evidence sentence = article; SUPPORTS → supports; "
@@ -24,18 +22,8 @@ SCOPE = "Whether the evidence confirms or contradicts this claim about climate."
 def load(corpora: Path) -> list[EvalItem]:
     """Corpora folder → one EvalItem per SUPPORTS/REFUTES claim–evidence pair."""
     path = corpora / "climate-fever" / "climate-fever.dev.jsonl"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"cannot read dataset file: {e.strerror}", path=str(path)) from e
     items = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"not valid JSON: {e.msg}", path=str(path), line=n) from e
+    for _, obj in jsonl_records(path):
         thesis = claim_thesis("cfever", obj["claim"].strip(), scope=SCOPE)
         for k, ev in enumerate(obj["evidences"]):
             label = ev["evidence_label"]

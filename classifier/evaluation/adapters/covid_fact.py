@@ -8,11 +8,10 @@ realistic refuting news. Only the train file is read; the dev file stays out of 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from classifier.errors import ConfigError
-from classifier.evaluation.adapters import claim_thesis
+from classifier.evaluation.adapters import claim_thesis, jsonl_records
 from classifier.evaluation.gold import EvalItem, GoldTarget
 
 MAPPING = ("claim = thesis statement, evidence sentences = article; SUPPORTED → supports; "
@@ -24,18 +23,8 @@ SCOPE = "Whether the reported evidence confirms or contradicts this claim about 
 def load(corpora: Path) -> list[EvalItem]:
     """Corpora folder → one EvalItem per COVID-Fact train claim."""
     path = corpora / "covid-fact" / "covidfact.train.jsonl"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"cannot read dataset file: {e.strerror}", path=str(path)) from e
     items = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"not valid JSON: {e.msg}", path=str(path), line=n) from e
+    for n, obj in jsonl_records(path):
         label = obj.get("label")
         if label not in LABELS:
             raise ConfigError(f"unknown label {label!r}", path=str(path), line=n)
