@@ -140,8 +140,10 @@ def render_markdown(card: dict[str, Any]) -> str:
              f"{card.get('base', {}).get('name')} (`{BASE_PACKAGE}` "
              f"{card.get('base', {}).get('version')}); {card.get('base', {}).get('frozen', '')} "
              "are frozen, so this folder stores only the transformer layers and heads.", "",
-             "**Use it** to triage and to draft direction and strength for an editor; it proposes "
-             "no trigger and its quotes are the sentences its decision leaned on, not a summary.",
+             "**Use it** as a second opinion beside an LLM labeler, for triage and for the "
+             "counter-evidence an LLM misses; check its direction before trusting it (see the "
+             "metrics below). It proposes no trigger, and its quotes are the sentences its "
+             "decision leaned on, not a summary.",
              "", "## Training data", "", "| file | SHA-256 | items |", "| --- | --- | --- |"]
     for src in card.get("data", []):
         lines.append(f"| `{src['path']}` | `{src['sha256'][:16]}` | {src['items']} |")
