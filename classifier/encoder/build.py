@@ -76,9 +76,9 @@ def build(opts: BuildOptions, *, progress: Progress | None = None,
                           scale=opts.corpus_scale)
     examples = [example_from_item(it) for it in part["train"] + corpus]
     if opts.counters:
-        examples += counter_examples(part["train"], load_counters(opts.counters))
-        sources.append(Source(str(opts.counters), file_sha256([opts.counters]),
-                              len(load_counters(opts.counters))))
+        counters = load_counters(opts.counters)
+        examples += counter_examples(part["train"], counters)
+        sources.append(Source(str(opts.counters), file_sha256([opts.counters]), len(counters)))
     origins = {it.origin for it in written}
     for name, (_, items) in opts.eval_sets.items():
         check_disjoint(examples, name, items)
