@@ -11,7 +11,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from classifier.errors import ConfigError
 from classifier.records import Label
 from classifier.store.tables import articles, pairs
 from tests.conftest import ROOT
+from tests.web_support import free_port, serving
 
 QWEN = "Open-weights Qwen 4 ties the best closed model on SWE-bench Verified in independent run"
 AUDIT = "Independent audit: open models trail closed frontier by widest margin in a year"
@@ -240,46 +240,22 @@ SERVE_SCRIPT = (
     "from classifier.cli import main; main(sys.argv[1:], prog_name='evidence')")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def demo_served(tmp_path: Path) -> Iterator[tuple[str, str, int]]:
     """`evidence demo --model scripted --serve` in tmp_path → (desk URL, demo password, port)."""
-    port = _free_port()
+    port = free_port()
     out, err = tmp_path / "demo.out", tmp_path / "demo.err"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(out, "wb") as o, open(err, "wb") as e:
         proc = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT, "demo", "--model", "scripted",
                                  "--serve", "--port", str(port)], cwd=tmp_path, env=env,
                                 stdout=o, stderr=e)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"evidence demo --serve exited:\n{err.read_text()}")
-            try:
-                if httpx.get(url + "/login", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the demo's desk did not answer in 120 s:\n{err.read_text()}")
-            time.sleep(0.3)
+    with serving(proc, f"http://127.0.0.1:{port}", what="evidence demo --serve", log=err,
+                 timeout_s=120) as url:
         m = re.search(r"Sign in as demo, password (\S+) \(shown only now\)", out.read_text())
         assert m, out.read_text()
         assert f"Open {url}/ and sign in as demo" in out.read_text()
         yield url, m.group(1), port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
@@ -80,3 +86,37 @@ def login(client: TestClient, name: str, password: str = PASSWORD) -> TestClient
                                     "next": "/queue"}, follow_redirects=False)
     assert r.status_code == 303, r.text[:500]
     return client
+
+
+def free_port() -> int:
+    """→ a TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(proc: subprocess.Popen, url: str, *, what: str, log: Path,
+            timeout_s: float = 60) -> Iterator[str]:
+    """A started server process + its URL → the URL once /login answers 200; the process is
+    stopped on exit. RuntimeError with the log's text if it exits or stays silent."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited:\n{log.read_text()}")
+            try:
+                if httpx.get(url + "/login", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not answer in {timeout_s:.0f} s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

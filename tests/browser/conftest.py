@@ -4,30 +4,21 @@ review desk served by `evidence serve` (uvicorn) on 127.0.0.1 against the test d
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from classifier import users
 from tests.review_seed import fnc_articles, seed
-from tests.web_support import PASSWORD, ROOT
+from tests.web_support import PASSWORD, ROOT, free_port, serving
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +43,7 @@ class Server:
 
 def start_server(db_url: str, tmp_path: Path) -> Iterator[str]:
     """Database URL → base URL of `python -m classifier serve` on a free 127.0.0.1 port."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as out:
@@ -60,27 +51,8 @@ def start_server(db_url: str, tmp_path: Path) -> Iterator[str]:
             [sys.executable, "-m", "classifier", "serve", "--db", db_url, "--port", str(port),
              "--theses", str(ROOT / "theses.toml")], cwd=tmp_path, env=env, stdout=out,
             stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"evidence serve exited:\n{log.read_text()}")
-            try:
-                if httpx.get(url + "/login", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"evidence serve did not answer in 60 s:\n{log.read_text()}")
-            time.sleep(0.2)
+    with serving(proc, f"http://127.0.0.1:{port}", what="evidence serve", log=log) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture
