@@ -88,6 +88,17 @@ def login(client: TestClient, name: str, password: str = PASSWORD) -> TestClient
     return client
 
 
+def type_into_login(page, name: str, password: str) -> None:
+    """A Playwright page on /login → name and password typed with the keyboard only, then Enter.
+    Waits for the name field's autofocus first: on a loaded 2-core machine Chromium can fire
+    `load` before it applies autofocus, and keys typed in between are lost."""
+    page.wait_for_function("document.activeElement && document.activeElement.name === 'name'")
+    page.keyboard.type(name)
+    page.keyboard.press("Tab")
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+
+
 def free_port() -> int:
     """→ a TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_demo_summary import QWEN, demo_served, listening_addresses
+from tests.web_support import type_into_login
 
 pytestmark = pytest.mark.browser
 
@@ -21,10 +22,7 @@ def test_demo_login_in_chromium(browser, tmp_path):
         page = ctx.new_page()
         page.goto("/queue")
         assert "/login" in page.url
-        page.keyboard.type("demo")  # the name field has autofocus
-        page.keyboard.press("Tab")
-        page.keyboard.type(password + "x")
-        page.keyboard.press("Enter")
+        type_into_login(page, "demo", password + "x")
         page.wait_for_selector("p.error")
         assert "/login" in page.url and "wrong name or password" in page.content()
         page.fill("input[name=name]", "demo")

@@ -9,11 +9,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import func, select
 
 from classifier.store.tables import decisions, labels
 from tests.review_seed import SeedArticle, seed
-from tests.web_support import PASSWORD
+from tests.web_support import PASSWORD, type_into_login
 
 pytestmark = pytest.mark.browser
 
@@ -41,11 +42,12 @@ def sign_in(browser, server, name: str):
     page = ctx.new_page()
     page.goto("/queue")
     assert "/login" in page.url
-    page.keyboard.type(name)  # the name field has autofocus
-    page.keyboard.press("Tab")
-    page.keyboard.type(PASSWORD)
-    page.keyboard.press("Enter")
-    page.wait_for_url("**/queue")
+    type_into_login(page, name, PASSWORD)
+    try:
+        page.wait_for_url("**/queue")
+    except PlaywrightTimeout:
+        pytest.fail(f"sign-in as {name} stayed on {page.url}: "
+                    f"{page.locator('p.error').all_inner_texts()}")
     return ctx, page
 
 
