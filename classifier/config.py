@@ -58,7 +58,13 @@ class ExtractSettings(Model):
 class LabelSettings(Model):
     """Stage 5: backend choice, prompt size, retry and re-ask bounds, prices (USD per 1M tokens)."""
 
-    backend: str | None = None  # None: EVIDENCE_MODEL, else "local" (or "openai" when a key is set)
+    backend: str | None = None  # None: "combined" (encoder + the LLM below)
+    # the combined labeler's LLM part: None = EVIDENCE_MODEL, else "local" (or "openai" with a key)
+    llm_model: str | None = None
+    # when the combined labeler asks the LLM (classifier/combine/policy.py)
+    llm: Literal["all", "uncertain", "relevant", "none"] = "all"
+    llm_sure: Annotated[float, Field(gt=0.5, le=1.0)] = 0.9  # "uncertain": the encoder's bar
+    encoder: str | None = None  # None: the active version (`evidence model use`), else shipped
     openai_mode: Literal["json_schema", "tools", "json"] | None = None  # None: per-server default
     max_article_tokens: Annotated[int, Field(ge=100)] = 550  # ≤1,500 tokens/article in all
     max_output_tokens: Annotated[int, Field(ge=64)] = 400

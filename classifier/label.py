@@ -28,7 +28,15 @@ from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 
 from classifier import alerts
 from classifier.answer import answer_schema
-from classifier.backends.base import Backend, CallRecord, LabelRequest, cost_of, price_of
+from classifier.backends.base import (
+    Backend,
+    CallRecord,
+    LabelRequest,
+    backend_price,
+    cost_of,
+    price_of,
+)
+from classifier.combine.provenance import disagreement
 from classifier.config import LabelSettings, ThesesFile, ThesisConfig
 from classifier.errors import (
     BackendUnavailable,
@@ -60,6 +68,7 @@ class LabelCounts(Record):
     failed: int = 0
     deferred: int = 0  # transport failure: still pending
     cached: int = 0  # a label with the same cache key existed: no call
+    llm_skipped: int = 0  # combined labeler: pairs the policy kept from the LLM ([label] llm)
     unknown_thesis: int = 0  # the pair's thesis is not in the theses file: left pending
     calls: int = 0
     tokens_in: int = 0
@@ -190,6 +199,7 @@ class PairResult:
     calls: list[CallRecord] = field(default_factory=list)
     label_id: int | None = None
     error_type: str | None = None
+    llm_skipped: bool = False  # combined labeler: the LLM was not asked for this pair
 
     @property
     def cost_usd(self) -> float:
@@ -254,11 +264,14 @@ def label_row(engine: Engine, row: PairRow, thesis: ThesisConfig, backend: Backe
             prompt_hash=meta.prompt_hash, schema_hash=meta.schema_hash,
             thesis_hash=meta.thesis_hash, tokens_in=meta.tokens_in, tokens_out=meta.tokens_out,
             cost_usd=meta.cost_usd, latency_ms=meta.latency_ms, attempts=meta.attempts,
-            review_state="pending", version=1, created_at=utcnow())).inserted_primary_key[0]
+            review_state="pending", version=1, created_at=utcnow(),
+            proposals=label.proposals, disagreement=disagreement(label.proposals),
+            encoder_version=getattr(backend, "encoder_version", None))).inserted_primary_key[0]
         # a trigger candidate → a webhook event in this transaction, POSTed after commit
         alerts.on_label_queued(conn, label_id, thesis=thesis)
         _set_pair(conn, row.id, "labeled")
-    return PairResult("labeled", outcome.calls, label_id=label_id)
+    skipped = bool(label.proposals) and label.proposals.get("llm_status") == "skipped"
+    return PairResult("labeled", outcome.calls, label_id=label_id, llm_skipped=skipped)
 
 
 def _guard(conn: Connection, guard: Callable[[Connection], None] | None) -> None:
@@ -308,7 +321,7 @@ def label_pending(engine: Engine, theses: ThesesFile, backend: Backend, *,
     progress("label", done, total) is called as pairs finish (the pipeline's progress shape).
     """
     settings = settings or LabelSettings()
-    price = price_of(backend.model, backend.name, settings.prices)
+    price = backend_price(backend, settings.prices)
     if budget_usd is not None and price is None:
         raise ConfigError(f"no price known for model {backend.model!r}, so --budget cannot be "
                           f"enforced; add it under [label.prices] in evidence.toml")
@@ -345,6 +358,7 @@ def label_pending(engine: Engine, theses: ThesesFile, backend: Backend, *,
                "deferred": "deferred"}.get(result.outcome)
         if key:
             counts[key] = counts.get(key, 0) + 1
+        counts["llm_skipped"] = counts.get("llm_skipped", 0) + result.llm_skipped
         counts["calls"] = counts.get("calls", 0) + len(result.calls)
         counts["tokens_in"] = counts.get("tokens_in", 0) + sum(c.tokens_in for c in result.calls)
         counts["tokens_out"] = counts.get("tokens_out", 0) + sum(c.tokens_out for c in result.calls)

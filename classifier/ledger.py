@@ -392,6 +392,21 @@ def load_evidence(conn: Connection, thesis_id: str) -> list[Evidence]:
     return out
 
 
+def direction_counts(conn: Connection, thesis_id: str) -> dict[str, int]:
+    """Thesis id → {supports, undermines, neutral: n} over its approved and corrected relevant
+    labels, by the judged direction (`labels.final`)."""
+    out = {d.value: 0 for d in Direction}
+    rows = conn.execute(select(labels.c.final, labels.c.relevant, labels.c.evidence_type,
+                               labels.c.direction, labels.c.strength, labels.c.trigger)
+                        .where(labels.c.thesis_id == thesis_id,
+                               labels.c.review_state.in_(COUNTED_STATES)))
+    for row in rows:
+        j = _judged(row)
+        if j.get("relevant") and j.get("direction") in out:
+            out[j["direction"]] += 1
+    return out
+
+
 def load_history(conn: Connection, thesis_id: str) -> list[HistoryPoint]:
     """Thesis id → its applied probabilities, oldest first."""
     rows = conn.execute(select(probability_history)

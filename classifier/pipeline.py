@@ -235,7 +235,8 @@ def run_once(engine: Engine, settings: Settings, feeds: FeedsFile, theses: These
             from classifier.label import label_pending
             lab = label_pending(engine, theses, backend, limit=label_limit, budget_usd=budget_usd,
                                 settings=settings.label, progress=progress)
-            counts.update(labels_new=lab.labeled, labels_failed=lab.failed)
+            counts.update(labels_new=lab.labeled, labels_failed=lab.failed,
+                          labels_llm_skipped=lab.llm_skipped)
     except BaseException:
         finish_run(engine, run_id, RunCounts(**counts), status="failed")
         raise

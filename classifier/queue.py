@@ -26,11 +26,13 @@ from sqlalchemy import Connection, Engine, and_, func, literal_column, or_, sele
 from sqlalchemy.exc import IntegrityError
 
 from classifier import alerts
+from classifier.combine.provenance import differing
 from classifier.errors import Conflict, NotFound, ReviewError
 from classifier.records import GoldLabel, Record
 from classifier.store import write
 from classifier.store.engine import as_utc, utcnow
 from classifier.store.tables import (
+    QUEUE_KEY_CONTESTED,
     QUEUE_KEY_STRENGTH,
     QUEUE_KEY_TRIGGER,
     articles,
@@ -50,7 +52,8 @@ Action = Literal["approve", "correct", "reject", "skip"]
 
 
 class QueueFilter(Record):
-    """What the queue shows: state (default pending), optional thesis/type/direction/feed/dates."""
+    """What the queue shows: state (default pending), optional thesis/type/direction/feed/dates,
+    whether the two opinions disagree, and the order (review order, or most disagreeing first)."""
 
     state: Literal["pending", "approved", "corrected", "rejected", "any"] = "pending"
     thesis: str | None = None
@@ -59,6 +62,8 @@ class QueueFilter(Record):
     feed: str | None = None
     since: date | None = None  # article published (or stored) on or after this day, UTC
     until: date | None = None  # ... on or before this day
+    disagree: Literal["yes", "no"] | None = None  # yes: disagreement >= 1; no: 0 or one opinion
+    sort: Literal["review", "disagreement"] = "review"
 
     @classmethod
     def from_query(cls, params: Mapping[str, str]) -> QueueFilter:
@@ -97,6 +102,8 @@ class QueueItem(Record):
     published: datetime | None
     claimed_by: str | None
     claim_until: datetime | None
+    disagreement: int | None = None  # class fields the two opinions differ on; None: one opinion
+    disagree: tuple[str, ...] = ()  # which ones
 
 
 class Decision(Record):
@@ -123,13 +130,28 @@ class Decision(Record):
 # ---------------------------------------------------------------------------------------------
 
 _published = func.coalesce(articles.c.published, articles.c.created_at)
-# Review order: trigger candidates first, then strength, then confidence, then the newest queued.
-# The two CASE keys are spelled exactly as in the expression index ix_labels_queue (migration
-# 0002), so SQLite and PostgreSQL walk that index and stop after one page instead of sorting the
-# whole queue.
+# Review order: trigger candidates first, then strength, then disagreeing or undermining
+# proposals, then confidence, then the newest queued. The CASE keys are spelled exactly as in the
+# expression index ix_labels_queue (migration 0006), so SQLite and PostgreSQL walk that index and
+# stop after one page instead of sorting the whole queue.
 K_TRIGGER = literal_column(QUEUE_KEY_TRIGGER)
 K_STRENGTH = literal_column(QUEUE_KEY_STRENGTH)
-ORDER = (K_TRIGGER, K_STRENGTH, labels.c.confidence.desc(), labels.c.id.desc())
+K_CONTESTED = literal_column(QUEUE_KEY_CONTESTED)
+K_DISAGREEMENT = func.coalesce(labels.c.disagreement, 0)  # sort=disagreement only: no index
+REVIEW_KEYS = ((K_TRIGGER, True), (K_STRENGTH, True), (K_CONTESTED, True),
+               (labels.c.confidence, False), (labels.c.id, False))  # (expression, ascending)
+
+
+def _keys(flt: QueueFilter) -> tuple[tuple[Any, bool], ...]:
+    """Filter → its order keys: review order, after the disagreement count for sort=disagreement."""
+    return ((K_DISAGREEMENT, False), *REVIEW_KEYS) if flt.sort == "disagreement" else REVIEW_KEYS
+
+
+def _order(keys: tuple[tuple[Any, bool], ...], *, reverse: bool = False) -> list[Any]:
+    return [expr.asc() if ascending != reverse else expr.desc() for expr, ascending in keys]
+
+
+ORDER = tuple(_order(REVIEW_KEYS))
 
 
 def _where(flt: QueueFilter) -> list[Any]:
@@ -151,6 +173,9 @@ def _where(flt: QueueFilter) -> list[Any]:
     if flt.until:
         day_after = flt.until + timedelta(days=1)
         conds.append(_published < datetime.combine(day_after, time.min, tzinfo=UTC))
+    if flt.disagree:
+        conds.append(labels.c.disagreement >= 1 if flt.disagree == "yes" else
+                     or_(labels.c.disagreement == 0, labels.c.disagreement.is_(None)))
     return conds
 
 
@@ -160,7 +185,7 @@ def _item_columns() -> list[Any]:
             labels.c.strength, labels.c.confidence, labels.c.trigger, labels.c.final,
             labels.c.article_id, articles.c.title, articles.c.site_name,
             feeds.c.name.label("feed"), _published.label("published"), labels.c.claimed_by,
-            labels.c.claim_until]
+            labels.c.claim_until, labels.c.disagreement, labels.c.proposals]
 
 
 def _joined() -> Any:
@@ -190,6 +215,8 @@ def _items(conn: Connection, ids: list[int]) -> list[QueueItem]:
 def _item(row: Any) -> QueueItem:
     d = dict(row._mapping)
     d["published"], d["claim_until"] = as_utc(d["published"]), as_utc(d["claim_until"])
+    p = d.pop("proposals") or {}
+    d["disagree"] = tuple(p.get("disagree") or differing(p.get("encoder"), p.get("llm")))
     return QueueItem(**d)
 
 
@@ -206,7 +233,7 @@ def list_queue(conn: Connection, flt: QueueFilter, *, limit: int = 50, offset: i
         matching = matching.limit(count_limit)
     total = conn.execute(select(func.count()).select_from(matching.subquery())).scalar_one()
     ids = conn.execute(select(labels.c.id).select_from(_from(flt)).where(*conds)
-                       .order_by(*ORDER).limit(limit).offset(offset)).scalars().all()
+                       .order_by(*_order(_keys(flt))).limit(limit).offset(offset)).scalars().all()
     return _items(conn, list(ids)), total
 
 
@@ -219,30 +246,27 @@ def get_item(conn: Connection, label_id: int) -> QueueItem:
     return _item(row)
 
 
-def _after(key: Any, *, reverse: bool) -> Any:
-    """The review-order key of one label → a condition for the labels after it (before: reverse)."""
-    parts = [(K_TRIGGER, key[0], True), (K_STRENGTH, key[1], True),
-             (labels.c.confidence, key[2], False), (labels.c.id, key[3], False)]
+def _after(keys: tuple[tuple[Any, bool], ...], key: Any, *, reverse: bool) -> Any:
+    """Order keys, one label's values of them → a condition for the labels after it (before:
+    reverse)."""
     cond = None
-    for expr, value, ascending in reversed(parts):
+    for (expr, ascending), value in reversed(list(zip(keys, key, strict=True))):
         later = (expr > value) if ascending != reverse else (expr < value)
         cond = later if cond is None else or_(later, and_(expr == value, cond))
     return cond
 
 
 def neighbours(conn: Connection, flt: QueueFilter, label_id: int) -> tuple[int | None, int | None]:
-    """Filter, label id → (previous, next) label ids in review order (None at either end)."""
-    key = conn.execute(select(K_TRIGGER, K_STRENGTH, labels.c.confidence, labels.c.id)
-                       .where(labels.c.id == label_id)).first()
+    """Filter, label id → (previous, next) label ids in the filter's order (None at either end)."""
+    keys = _keys(flt)
+    key = conn.execute(select(*(expr for expr, _ in keys)).where(labels.c.id == label_id)).first()
     if key is None:
         raise NotFound(f"no label {label_id}")
-    conds = _where(flt)
-    base = select(labels.c.id).select_from(_from(flt)).where(*conds)
-    nxt = conn.execute(base.where(_after(key, reverse=False)).order_by(*ORDER).limit(1)).scalar()
-    reverse_order = (K_TRIGGER.desc(), K_STRENGTH.desc(), labels.c.confidence.asc(),
-                     labels.c.id.asc())
-    prev = conn.execute(base.where(_after(key, reverse=True)).order_by(*reverse_order)
-                        .limit(1)).scalar()
+    base = select(labels.c.id).select_from(_from(flt)).where(*_where(flt))
+    nxt = conn.execute(base.where(_after(keys, key, reverse=False)).order_by(*_order(keys))
+                       .limit(1)).scalar()
+    prev = conn.execute(base.where(_after(keys, key, reverse=True))
+                        .order_by(*_order(keys, reverse=True)).limit(1)).scalar()
     return prev, nxt
 
 
@@ -323,7 +347,7 @@ def claim_next(engine: Engine, user: str, flt: QueueFilter | None = None, *,
             conds.append(labels.c.id.not_in(exclude))
         with engine.connect() as conn:
             ids = conn.execute(select(labels.c.id).select_from(_from(flt)).where(*conds)
-                               .order_by(*ORDER).limit(5)).scalars().all()
+                               .order_by(*_order(_keys(flt))).limit(5)).scalars().all()
         if not ids:
             return None
         for label_id in ids:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -197,6 +197,9 @@ class Label(GoldLabel):
     confidence: Annotated[float, Field(ge=0.0, le=1.0)]
     rationale: Annotated[str, Field(max_length=1200)]
     quotes: list[str] = Field(default_factory=list)
+    # the combined labeler's two opinions (classifier/combine/provenance.py); None otherwise.
+    # Not part of the label's dump: it is provenance, stored in its own column.
+    proposals: dict[str, Any] | None = Field(default=None, exclude=True)
 
     def judged(self) -> GoldLabel:
         """Label → the judged fields only, for comparison with gold or an editor's correction."""
@@ -235,4 +238,5 @@ class RunCounts(Record):
     pairs_skipped: int = 0
     labels_new: int = 0
     labels_failed: int = 0
+    labels_llm_skipped: int = 0  # combined labeler: labels the policy kept from the LLM
     started_at: datetime | None = None

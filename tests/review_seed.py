@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from classifier.backends import ScriptedBackend
+from classifier.combine.provenance import CLASS_FIELDS, FORMAT, differing, disagreement, opinion
 from classifier.config import ThesesFile, load_theses
 from classifier.label import label_pending
+from classifier.encoder import CLASSES
 from classifier.records import Label
 from classifier.store import write
 from classifier.store.tables import articles, feeds, labels, pairs, stories
@@ -138,3 +140,41 @@ def seed(engine: Engine, items: Sequence[SeedArticle], *, theses: Sequence[str] 
         by_pair = dict(conn.execute(select(labels.c.pair_id, labels.c.id)
                                     .where(labels.c.pair_id.in_(pair_order))).all())
     return [by_pair[p] for p in pair_order]
+
+
+def _peaked(fields: dict[str, Any], confidence: float) -> dict[str, list[float]]:
+    """Judged fields → encoder head probabilities with `confidence` on each proposed class."""
+    out = {}
+    for head, classes in CLASSES.items():
+        value = fields.get(head)
+        value = ("yes" if value else "no") if head == "relevant" else value
+        rest = (1.0 - confidence) / (len(classes) - 1)
+        out[head] = [round(confidence if c == value else rest, 4) for c in classes]
+    return out
+
+
+def set_opinions(engine: Engine, label_id: int, *, encoder: dict[str, Any],
+                 llm: dict[str, Any] | None, llm_status: str = "answered",
+                 llm_reason: str | None = None, decided_by: str = "llm") -> dict[str, Any]:
+    """Label id, each side's judged fields (+ confidence) → the proposals the combined labeler
+    stores (classifier.combine.provenance), written with the disagreement count; the label's own
+    fields become the deciding side's. Returns the proposals."""
+    def label(fields: dict[str, Any], side: str) -> Label:
+        return Label(**{"trigger": None, "confidence": 0.8, **fields},
+                     rationale=f"the {side}'s reading", quotes=[])
+
+    enc = label(encoder, "encoder")
+    sides = {"encoder": opinion(enc, model="enc-test", probs=_peaked(encoder, enc.confidence))}
+    sides["llm"] = opinion(label(llm, "LLM"), model="local:test", text=True) if llm else None
+    decided_by = decided_by if llm else "encoder"
+    proposals = {
+        "format": FORMAT, **sides, "llm_status": llm_status, "llm_reason": llm_reason,
+        "decided": {**{f: decided_by for f in CLASS_FIELDS}, "confidence": decided_by,
+                    **{f: "llm" if llm else "none" for f in ("rationale", "quotes", "trigger")}},
+        "combiner": None, "disagree": differing(sides["encoder"], sides["llm"])}
+    chosen = (llm if decided_by == "llm" else encoder) or encoder
+    with write(engine) as conn:
+        conn.execute(update(labels).where(labels.c.id == label_id).values(
+            proposals=proposals, disagreement=disagreement(proposals),
+            **{f: chosen.get(f) for f in CLASS_FIELDS}))
+    return proposals

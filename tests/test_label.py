@@ -15,7 +15,7 @@ from classifier.answer import (
     parse_answer,
     ungrounded,
 )
-from classifier.backends import ScriptedBackend, get_backend, resolve_spec
+from classifier.backends import ScriptedBackend, get_backend, resolve_llm, resolve_spec
 from classifier.config import LabelSettings, ThesesFile
 from classifier.errors import LabelingFailed, TransportError
 from classifier.label import history, label_article, label_pending, plan
@@ -259,11 +259,12 @@ def test_backend_specs(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("EVIDENCE_MODEL", raising=False)
-    assert resolve_spec(None) == "local"
+    assert resolve_spec(None) == "combined"
+    assert resolve_llm(None) == "local"
     assert resolve_spec("/m/x.gguf") == "local:/m/x.gguf"
     assert resolve_spec("gpt-4o") == "openai:gpt-4o"
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-    assert resolve_spec(None).startswith("openai:")
+    assert resolve_spec(None) == "combined" and resolve_llm(None).startswith("openai:")
     assert isinstance(get_backend("scripted"), ScriptedBackend)
 
 

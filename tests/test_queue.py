@@ -35,21 +35,27 @@ def _decisions(engine):
         return c.execute(select(decisions).order_by(decisions.c.id)).all()
 
 
-def test_order_trigger_candidates_then_strength_confidence_newest(filled):
-    """Review order, and the expression index that serves it (no sort of the whole queue)."""
+def _contested(it):
+    return 0 if (it.disagreement or 0) >= 1 or it.direction == "undermines" else 1
+
+
+def test_order_trigger_candidates_then_strength_contested_confidence_newest(filled):
+    """Review order: trigger candidates, strength, disagreeing or undermining proposals first,
+    confidence, newest queued."""
     engine, ids = filled
     with engine.connect() as c:
         items, total = queue.list_queue(c, QueueFilter(), limit=100)
     assert total == len(ids) == 36 and len(items) == 36
     rank = {"strong": 0, "moderate": 1, "weak": 2, None: 3}
-    keys = [(it.trigger is None, rank[it.strength], -it.confidence) for it in items]
+    keys = [(it.trigger is None, rank[it.strength], _contested(it), -it.confidence)
+            for it in items]
     assert keys == sorted(keys)
     assert items[0].trigger is not None  # the seed makes some trigger candidates
-    # ties on the first three keys: newest queued first
-    for a, b in zip(items, items[1:]):
-        if (a.trigger is None, a.strength, a.confidence) == (b.trigger is None, b.strength,
-                                                             b.confidence):
-            assert a.label_id > b.label_id
+    assert {_contested(it) for it in items} == {0, 1}  # the seed undermines some
+    # ties on the first four keys: newest queued first
+    for i in range(len(items) - 1):
+        if keys[i] == keys[i + 1]:
+            assert items[i].label_id > items[i + 1].label_id
 
 
 def test_queue_order_uses_its_index(filled):

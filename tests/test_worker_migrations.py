@@ -1,5 +1,6 @@
 """Migrations from empty and from every earlier revision reach the schema in tables.py, on SQLite
-and PostgreSQL, keeping rows written before the upgrade; 0004 (workers) also goes down and up."""
+and PostgreSQL, keeping rows written before the upgrade; 0004 (workers) and 0005 (two opinions)
+also go down and up."""
 
 from __future__ import annotations
 
@@ -44,12 +45,11 @@ def _seed_0001(engine) -> None:  # type: ignore[no-untyped-def]
                        "updated_at) VALUES (1, 1, 'th', 'pending', :now, :now)"), {"now": now})
 
 
-def test_the_chain_ends_with_the_workers_migration():
-    revs = revisions()
-    assert revs[0] == "0001" and revs[-1] == "0004" and len(revs) == len(set(revs))
+def test_the_chain_is_linear_and_ends_with_the_queue_disagreement_migration():
+    assert revisions() == ["0001", "0002", "0003", "0004", "0005", "0006"]
 
 
-@pytest.mark.parametrize("start", [None, "0001", "0002", "0003"])
+@pytest.mark.parametrize("start", [None, "0001", "0002", "0003", "0004", "0005"])
 def test_upgrade_from_every_earlier_revision_reaches_tables_py(db_url, start):
     engine = connect(db_url)
     try:
@@ -83,5 +83,22 @@ def test_workers_migration_goes_down_and_up_again(db_url):
         assert _diff(engine) == []
         with engine.connect() as c:
             assert c.execute(select(workers)).all() == []
+    finally:
+        engine.dispose()
+
+
+def test_two_opinions_migration_goes_down_and_up_again(db_url):
+    engine = connect(db_url)
+    try:
+        migrate(engine)
+        cfg = alembic_config(engine)
+        command.downgrade(cfg, "0004")
+        with engine.connect() as c:
+            names = set(c.dialect.get_table_names(c))
+            cols = {col["name"] for col in c.dialect.get_columns(c, "labels")}
+        assert "model_versions" not in names
+        assert not {"proposals", "disagreement", "encoder_version"} & cols
+        migrate(engine)
+        assert _diff(engine) == []
     finally:
         engine.dispose()

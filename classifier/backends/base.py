@@ -44,6 +44,16 @@ def price_of(model: str, backend: str, prices: dict[str, tuple[float, float]] | 
     return table.get(model)
 
 
+def backend_price(backend: Any, prices: dict[str, tuple[float, float]] | None = None
+                  ) -> tuple[float, float] | None:
+    """A backend → the (in, out) price its calls pay: the LLM part's for the combined labeler
+    (free when it has none), else price_of its own model."""
+    part = getattr(backend, "price_of", False)
+    if part is not False and not callable(part):
+        return (0.0, 0.0) if part is None else price_of(part[1], part[0], prices)
+    return price_of(backend.model, backend.name, prices)
+
+
 def cost_of(tokens_in: int, tokens_out: int, price: tuple[float, float] | None) -> float:
     """Token counts + price → USD (0 when the price is unknown)."""
     if price is None:

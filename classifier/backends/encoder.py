@@ -122,6 +122,10 @@ class EncoderBackend:
 
     def label(self, request: LabelRequest, record: Record) -> Label:
         """Request → the encoder's label (one call row with its probabilities)."""
+        return self.label_and_judge(request, record)[0]
+
+    def label_and_judge(self, request: LabelRequest, record: Record) -> tuple[Label, dict[str, Any]]:
+        """Request → (the encoder's label, its judgment: probabilities per head, choice, quotes)."""
         started = time.perf_counter()
         j = self.judge(request.thesis, request.title, request.text)
         c = j["choice"]
@@ -146,4 +150,4 @@ class EncoderBackend:
                           schema_hash=None, request={"tokens": j["tokens"], "folder": str(self.folder)},
                           response=json.dumps({"probs": p, "confidence": j["confidence"]}),
                           tokens_in=j["tokens"], latency_ms=(time.perf_counter() - started) * 1000))
-        return label
+        return label, j

@@ -46,6 +46,7 @@ def _register() -> None:
     from classifier.cli import evalcmd  # noqa: F401
     from classifier.cli import labelcmd  # noqa: F401
     from classifier.cli import modelcmd  # noqa: F401  (after labelcmd: adds to its `model` group)
+    from classifier.cli import versioncmd  # noqa: F401  (model combine / list / use)
 
 
 _register()

@@ -60,6 +60,31 @@ class Env:
         click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
 
 
+MODEL_HELP = ("Labeler: combined (default: the encoder + the LLM from --llm, per field), local, "
+              "local:PATH.gguf, openai:MODEL, encoder, encoder:DIR, scripted.")
+LLM_HELP = ("The combined labeler's LLM: local, local:PATH.gguf, openai:MODEL (default: env "
+            "EVIDENCE_MODEL, [label] llm_model, else local, or openai with OPENAI_API_KEY / "
+            "OPENAI_BASE_URL set).")
+
+
+def labeler_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: --model SPEC and --llm SPEC, passed as `model_spec` and `llm_spec`."""
+    f = click.option("--llm", "llm_spec", metavar="SPEC", help=LLM_HELP)(f)
+    return click.option("--model", "model_spec", metavar="SPEC", help=MODEL_HELP)(f)
+
+
+def make_backend(settings: Any, model_spec: str | None, llm_spec: str | None,
+                 engine: Engine | None = None) -> Any:
+    """Label settings + --model/--llm (+ the desk's database, for its active encoder version)
+    → a ready backend."""
+    from classifier.backends import get_backend
+    encoder = None
+    if engine is not None and settings.encoder is None:
+        from classifier.encoder.versions import active_folder
+        encoder = active_folder(engine)
+    return get_backend(model_spec, settings, llm=llm_spec, encoder=encoder)
+
+
 def env_options(*, listing: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: add --db/--config/--feeds/--theses/--quiet (and --json) and pass `env: Env`."""
 

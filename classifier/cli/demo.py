@@ -67,11 +67,21 @@ def _fresh_engine(db: str | None):  # type: ignore[no-untyped-def]
 )
 @click.option(
     "--model",
-    default="local",
+    default="combined",
     show_default=True,
     metavar="SPEC",
-    help="Labeling backend: local (the embedded model), local:PATH.gguf, "
-    "openai:MODEL, or none to stop before labeling.",
+    help="Labeler: combined (the encoder + the LLM from --llm), local (the embedded LLM alone), "
+    "local:PATH.gguf, openai:MODEL, encoder, or none to stop before labeling.",
+)
+@click.option("--llm", "llm_spec", metavar="SPEC", default=None,
+              help="The combined labeler's LLM (default: env EVIDENCE_MODEL, else local).")
+@click.option(
+    "--ask-llm",
+    type=click.Choice(["all", "uncertain", "relevant", "none"]),
+    default="uncertain",
+    show_default=True,
+    help="Which pairs the combined labeler sends to the LLM ([label] llm): uncertain skips "
+    "the pairs the encoder is sure of.",
 )
 @click.option(
     "--label-limit",
@@ -107,6 +117,8 @@ def _fresh_engine(db: str | None):  # type: ignore[no-untyped-def]
 def demo(
     db: str | None,
     model: str,
+    llm_spec: str | None,
+    ask_llm: str,
     label_limit: int | None,
     theses_path: str | None,
     config: str | None,
@@ -140,7 +152,9 @@ def demo(
     if model != "none":
         from classifier.backends import get_backend
 
-        backend = get_backend(model, settings.label)
+        settings = settings.model_copy(
+            update={"label": settings.label.model_copy(update={"llm": ask_llm})})
+        backend = get_backend(model, settings.label, llm=llm_spec)
     engine, had_user = _fresh_engine(db)
     try:
         show_bar = not (quiet or as_json)
@@ -224,6 +238,8 @@ def _print_report(out: Console, rep, *, labeled: bool) -> None:  # type: ignore[
     t.add_row(
         "5 label",
         f"{c.labels_new} labels queued for review, {c.labels_failed} failed"
+        + (f"; the LLM skipped {c.labels_llm_skipped} pairs the encoder was sure of"
+           if c.labels_llm_skipped else "")
         if labeled
         else "not run (--model none)",
     )

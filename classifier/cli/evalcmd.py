@@ -24,7 +24,8 @@ def eval_group() -> None:
 
 
 def _items(env: Env, gold: tuple[str, ...], dataset: str | None, sample: int | None, seed: int,
-           corpora: str | None, split: str = "all") -> tuple[list[Any], dict[str, Any]]:
+           corpora: str | None, split: str = "all",
+           only: tuple[str, ...] = ()) -> tuple[list[Any], dict[str, Any]]:
     from classifier.evaluation import adapters
     from classifier.evaluation.gold import file_sha256, load_gold
     items: list[Any] = []
@@ -38,19 +39,25 @@ def _items(env: Env, gold: tuple[str, ...], dataset: str | None, sample: int | N
                                        split=split)
         desc["dataset"] = {"name": dataset, "sample": sample, "seed": seed, "split": split,
                            "mapping": adapters.mapping(dataset)}
+    if only:
+        unknown = sorted(set(only) - {it.thesis.id for it in items})
+        if unknown:
+            raise ConfigError(f"--thesis {', '.join(unknown)}: no item of the gold set is about it")
+        items = [it for it in items if it.thesis.id in set(only)]
+        desc["theses"] = sorted(only)
     if not items:
         raise ConfigError("nothing to evaluate: give --gold FILE and/or --dataset NAME")
     return items, desc
 
 
 def _run(env: Env, items: list[Any], desc: dict[str, Any], model: str | None, out: str | None,
-         limit: int | None, resamples: int) -> tuple[Path, dict[str, Any]]:
+         limit: int | None, resamples: int, llm: str | None = None) -> tuple[Path, dict[str, Any]]:
     from classifier.backends import get_backend
     from classifier.evaluation.report import write_report
     from classifier.evaluation.runner import default_run_dir, run_eval
     from classifier.label import model_id
     settings = env.settings.label
-    backend = get_backend(model, settings)
+    backend = get_backend(model, settings, llm=llm)
     run_dir = Path(out) if out else default_run_dir(model_id(backend))
     env.console.print(f"[bold]{len(items)}[/] items, model {model_id(backend)} → {run_dir}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -98,19 +105,24 @@ def _print_figures(env: Env, record: dict[str, Any]) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--corpora", metavar="DIR", help="Corpora folder (default ../shared/corpora; "
               "env EVIDENCE_CORPORA).")
-@click.option("--model", metavar="M", help="Backend spec: local, local:/path.gguf, openai:<model>, "
-              "encoder, encoder:/model/dir.")
+@click.option("--thesis", "only", multiple=True, metavar="ID",
+              help="Only the items about this thesis (repeat for several).")
+@click.option("--model", metavar="M", help="Labeler: combined (default), local, local:/path.gguf, "
+              "openai:<model>, encoder, encoder:/model/dir.")
+@click.option("--llm", metavar="M", help="The combined labeler's LLM (default: env EVIDENCE_MODEL, "
+              "else local).")
 @click.option("--out", metavar="DIR", help="Run folder (default eval/runs/<time>-<model>); "
               "an interrupted run resumes into it.")
 @click.option("--limit", type=int, metavar="N", help="Label at most N new items, then stop.")
 @click.option("--resamples", type=int, default=1000, show_default=True,
               help="Bootstrap resamples for the intervals.")
 def eval_run(env: Env, gold: tuple[str, ...], dataset: str | None, split: str,
-             sample: int | None, seed: int, corpora: str | None, model: str | None,
-             out: str | None, limit: int | None, resamples: int) -> None:
+             sample: int | None, seed: int, corpora: str | None, only: tuple[str, ...],
+             model: str | None, llm: str | None, out: str | None, limit: int | None,
+             resamples: int) -> None:
     """Label gold items with a model; write the run record and report.md/report.html."""
-    items, desc = _items(env, gold, dataset, sample, seed, corpora, split)
-    run_dir, record = _run(env, items, desc, model, out, limit, resamples)
+    items, desc = _items(env, gold, dataset, sample, seed, corpora, split, only)
+    run_dir, record = _run(env, items, desc, model, out, limit, resamples, llm)
     if not env.quiet:
         _print_figures(env, record)
     click.echo(f"run: {run_dir}  report: {run_dir / 'report.md'}  status: {record['status']}")

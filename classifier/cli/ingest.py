@@ -354,23 +354,23 @@ def _print_thesis_label(c: Any, h: dict[str, Any]) -> None:
               help="Poll only this feed (repeatable); pending entries are processed regardless.")
 @click.option("--all", "poll_all", is_flag=True, help="Poll every enabled feed, due or not.")
 @click.option("--model", "model_spec", metavar="SPEC",
-              help="Labeling backend: local (default without OPENAI_API_KEY/OPENAI_BASE_URL), "
-                   "local:PATH.gguf, openai:MODEL, or none to stop after routing "
-                   "(env EVIDENCE_MODEL).")
+              help="Labeler: combined (default: the encoder + the LLM from --llm, per field), "
+                   "local, local:PATH.gguf, openai:MODEL, encoder, or none to stop after routing.")
+@click.option("--llm", "llm_spec", metavar="SPEC", help="The combined labeler's LLM: local, "
+              "local:PATH.gguf, openai:MODEL (default: env EVIDENCE_MODEL, else local).")
 @click.option("--label-limit", type=click.IntRange(min=0), metavar="N",
               help="Label at most N routed pairs this run; the rest stay pending.")
 @click.option("--budget", "budget_usd", type=click.FloatRange(min=0), metavar="USD",
               help="Stop labeling before spending more than this; the rest stay pending.")
 @env_options(listing=True)
 def run_cmd(env: Env, feed_names: tuple[str, ...], poll_all: bool, model_spec: str | None,
-            label_limit: int | None, budget_usd: float | None) -> None:
+            llm_spec: str | None, label_limit: int | None, budget_usd: float | None) -> None:
     """Run every stage once: fetch → extract → dedupe → route → label (queued for review)."""
     _check_feed_names(env, feed_names)
     backend = None
     if model_spec != "none":
-        from classifier.backends import get_backend
-
-        backend = get_backend(model_spec, env.settings.label)
+        from classifier.cli.common import make_backend
+        backend = make_backend(env.settings.label, model_spec, llm_spec, env.engine)
     with _progress(env) as progress:
         counts = run_once(env.engine, env.settings, env.feeds, env.theses, backend=backend,
                           feed_names=feed_names or None, force=poll_all, progress=progress,

@@ -11,7 +11,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from classifier.cli import main
-from classifier.cli.common import Env, env_options
+from classifier.cli.common import Env, env_options, labeler_options, make_backend
 from classifier.store.engine import as_utc
 from classifier.store.tables import llm_calls
 
@@ -20,12 +20,19 @@ def _stdout() -> Console:
     return Console(highlight=False)
 
 
-def _backend_names(env: Env, spec: str | None) -> tuple[str, str]:
-    """--model → (backend, model) names without loading anything (for --dry-run)."""
-    from classifier.backends import resolve_spec
+def _backend_names(env: Env, spec: str | None, llm: str | None = None) -> tuple[str, str]:
+    """--model (--llm) → (backend, model) names of what pays per token, without loading anything
+    (for --dry-run): the LLM part for the combined labeler."""
+    from classifier.backends import resolve_llm, resolve_spec
     from classifier.model import MODEL_NAME
 
     full = resolve_spec(spec, env.settings.label)
+    if full == "combined":
+        if env.settings.label.llm == "none":
+            return "encoder", "encoder"
+        full = resolve_llm(llm, env.settings.label)
+    if full.startswith("encoder"):
+        return "encoder", "encoder"
     if full == "scripted":
         return "scripted", "scripted"
     if full.startswith("openai:"):
@@ -38,9 +45,7 @@ def _backend_names(env: Env, spec: str | None) -> tuple[str, str]:
 @main.command("label")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Label at most N pending pairs.")
-@click.option("--model", "model_spec", metavar="SPEC", envvar="EVIDENCE_MODEL",
-              help="Backend: local (default), local:PATH.gguf, openai:MODEL or MODEL with "
-                   "OPENAI_API_KEY / OPENAI_BASE_URL set (env EVIDENCE_MODEL).")
+@labeler_options
 @click.option("--thesis", "thesis_id", metavar="ID", help="Only pairs of this thesis.")
 @click.option("--dry-run", is_flag=True,
               help="Show the pairs, one rendered prompt and the estimated tokens and cost; "
@@ -48,32 +53,33 @@ def _backend_names(env: Env, spec: str | None) -> tuple[str, str]:
 @click.option("--budget", "budget_usd", type=click.FloatRange(min=0), metavar="USD",
               help="Stop before the spend passes USD; the rest stays pending.")
 @env_options(listing=True)
-def label_cmd(env: Env, limit: int | None, model_spec: str | None, thesis_id: str | None,
-              dry_run: bool, budget_usd: float | None) -> None:
+def label_cmd(env: Env, limit: int | None, model_spec: str | None, llm_spec: str | None,
+              thesis_id: str | None, dry_run: bool, budget_usd: float | None) -> None:
     """Label routed (article, thesis) pairs and queue the labels for review.
 
-    Each pending pair gets one structured, grounded label (quotes checked against the article
-    text; invalid answers re-asked at most twice) or ends 'failed' with the error and the last
-    raw answer. Every attempt is in `evidence calls`. Pairs already labeled are never sent
-    again. Examples:
+    By default each pending pair is judged by the evidence encoder and the LLM, combined field
+    by field (both opinions kept on the label); `[label] llm` limits the LLM to the pairs the
+    encoder is unsure of or judges relevant. The LLM's label is structured and grounded (quotes
+    checked against the article text; invalid answers re-asked at most twice); a single LLM
+    whose answer stays invalid leaves the pair 'failed' with the error and the last raw answer.
+    Every attempt is in `evidence calls`. Pairs already labeled are never sent again. Examples:
 
         evidence label --limit 5
+        evidence label --llm openai:gpt-4o-mini --budget 0.50
         evidence label --dry-run --model openai:gpt-4o-mini
-        evidence label --model openai:gpt-4o-mini --budget 0.50
+        evidence label --model encoder
     """
     from classifier.label import label_pending, plan
 
     if thesis_id:
         env.theses.get(thesis_id)  # an unknown id is a ConfigError listing the known ones
     if dry_run:
-        backend, model = _backend_names(env, model_spec)
+        backend, model = _backend_names(env, model_spec, llm_spec)
         p = plan(env.engine, env.theses, backend, model, limit=limit, thesis_id=thesis_id,
                  settings=env.settings.label)
         _print_plan(env, p)
         return
-    from classifier.backends import get_backend
-
-    backend = get_backend(model_spec, env.settings.label)
+    backend = make_backend(env.settings.label, model_spec, llm_spec, env.engine)
     env.console.print(f"labeling with {backend.name}:{backend.model}", highlight=False)
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -92,6 +98,10 @@ def label_cmd(env: Env, limit: int | None, model_spec: str | None, thesis_id: st
                   f"(cache) {counts.cached}")
         out.print(f"calls {counts.calls}, tokens in {counts.tokens_in} / out {counts.tokens_out}, "
                   f"cost ${counts.cost_usd:.4f}")
+        if counts.llm_skipped:
+            out.print(f"LLM skipped on {counts.llm_skipped} pairs ([label] llm = "
+                      f"{env.settings.label.llm}): the encoder's label stands for them",
+                      markup=False)
         if counts.unknown_thesis:
             out.print(f"{counts.unknown_thesis} pairs name a thesis that is not in "
                       f"{env.theses_path}: left pending")
@@ -151,6 +161,7 @@ def calls_cmd(env: Env, limit: int, pair_id: int | None, errors: bool) -> None:
         totals = conn.execute(select(func.count(), func.coalesce(func.sum(llm_calls.c.tokens_in), 0),
                                      func.coalesce(func.sum(llm_calls.c.tokens_out), 0),
                                      func.coalesce(func.sum(llm_calls.c.cost_usd), 0.0))).one()
+        saved = _llm_savings(conn)
     for r in rows:
         r["created_at"] = as_utc(r["created_at"])
     if env.as_json:
@@ -167,11 +178,33 @@ def calls_cmd(env: Env, limit: int, pair_id: int | None, errors: bool) -> None:
     out.print(t)
     out.print(f"all calls: {totals[0]}, tokens in {totals[1]} / out {totals[2]}, "
               f"cost ${float(totals[3]):.4f}")
+    if saved["combined"]:
+        out.print(f"combined labels: {saved['combined']}; LLM answered {saved['answered']}, "
+                  f"failed {saved['failed']}, skipped {saved['skipped']} ([label] llm) — about "
+                  f"{saved['saved_s']:.0f} s and ${saved['saved_usd']:.4f} saved at this desk's "
+                  f"mean LLM call", markup=False)
+
+
+def _llm_savings(conn: Any) -> dict[str, Any]:
+    """→ combined labels by LLM status, and what the skipped LLM calls would have cost (this
+    desk's mean successful LLM call: latency and USD)."""
+    from classifier.store.tables import labels
+    status = [(p or {}).get("llm_status") for (p,) in conn.execute(
+        select(labels.c.proposals).where(labels.c.backend == "combined"))]
+    mean = conn.execute(select(func.avg(llm_calls.c.latency_ms), func.avg(llm_calls.c.cost_usd))
+                        .where(llm_calls.c.backend.not_in(("encoder", "scripted")),
+                               llm_calls.c.error_type.is_(None))).one()
+    skipped = status.count("skipped")
+    return {"combined": len(status), "answered": status.count("answered"),
+            "failed": status.count("failed"), "skipped": skipped,
+            "saved_s": skipped * float(mean[0] or 0) / 1000,
+            "saved_usd": skipped * float(mean[1] or 0)}
 
 
 @main.group("model")
 def model_group() -> None:
-    """The embedded model (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, Apache-2.0)."""
+    """Models: the embedded LLM (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, Apache-2.0: install, path)
+    and the evidence encoder (train, card, combine, list, use)."""
 
 
 @model_group.command("install")

@@ -35,14 +35,24 @@ CORPORA = ("fnc1", "arc", "perspectrum", "climate-fever", "covid-fact")
               help="Multiply the per-class count drawn from each corpus.")
 @click.option("--corpora", "corpora_dir", metavar="DIR",
               help="Corpora folder (default ../shared/corpora; env EVIDENCE_CORPORA).")
-@click.option("--out", required=True, metavar="DIR", help="Model folder to write (resumes into it).")
-@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--out", metavar="DIR", help="Model folder to write (resumes into it); with "
+              "--from-decisions default $EVIDENCE_MODELS_DIR/<time>.")
+@click.option("--from-decisions", is_flag=True, help="Fine-tune the active encoder on the desk's "
+              "approved, corrected and rejected labels, refit the combiner, and promote the new "
+              "version only if the gate on held-back decisions (and --gate-gold) does not regress.")
+@click.option("--since", type=click.DateTime(), metavar="DATE",
+              help="With --from-decisions: only decisions made on or after DATE (UTC).")
+@click.option("--gate-gold", multiple=True, metavar="FILE",
+              help="With --from-decisions: gold file (theses from --theses) the gate also scores.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Passes over the data [default: 4; 2 with --from-decisions].")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the split, the corpus draw, the batch order and dropout.")
 @click.option("--max-length", type=click.IntRange(32, 512), default=256, show_default=True,
               help="Tokens per pair (thesis + title + chosen passages).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True, help="Learning rate of the body.")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate of the body [default: 1e-4; 5e-5 with --from-decisions].")
 @click.option("--calibration-theses", type=click.IntRange(min=0), default=6, show_default=True,
               help="Theses kept out of training to fit calibration on.")
 @click.option("--heldout-theses", type=click.IntRange(min=0), default=8, show_default=True,
@@ -58,11 +68,27 @@ CORPORA = ("fnc1", "arc", "perspectrum", "climate-fever", "covid-fact")
 @env_options()
 def model_train(env: Env, data: tuple[str, ...], data_theses: str, counters: str,
                 corpora: tuple[str, ...],
-                no_corpora: bool, corpus_scale: float, corpora_dir: str | None, out: str,
-                epochs: int, seed: int, max_length: int, batch_size: int, lr: float,
-                calibration_theses: int, heldout_theses: int, eval_gold: tuple[str, ...],
-                eval_fnc: int, max_steps: int | None) -> None:
-    """Train the evidence encoder: a model folder with weights, calibration and a model card."""
+                no_corpora: bool, corpus_scale: float, corpora_dir: str | None, out: str | None,
+                from_decisions: bool, since: Any, gate_gold: tuple[str, ...],
+                epochs: int | None, seed: int, max_length: int, batch_size: int,
+                lr: float | None, calibration_theses: int, heldout_theses: int,
+                eval_gold: tuple[str, ...], eval_fnc: int, max_steps: int | None) -> None:
+    """Train the evidence encoder: a model folder with weights, calibration and a model card.
+
+    \b
+    Examples:
+      evidence model train --out models/enc-v3            # from the written set + corpora
+      evidence model train --from-decisions --since 2026-11-01 --gate-gold eval/gold/seed.jsonl
+    """
+    if from_decisions:
+        from classifier.cli.versioncmd import train_from_decisions
+        train_from_decisions(env, out=out, since=since, gate_gold=gate_gold, epochs=epochs or 2,
+                             lr=lr or 5e-5, seed=seed, replay=data, replay_theses=data_theses,
+                             max_steps=max_steps)
+        return
+    if out is None:
+        raise click.UsageError("--out DIR is required (unless --from-decisions)")
+    epochs, lr = epochs or 4, lr or 1e-4
     from classifier.encoder.build import BuildOptions, build
     from classifier.encoder.train import TrainSettings
     from classifier.evaluation import adapters

@@ -20,15 +20,17 @@ from classifier.cli.common import Env, env_options
 @click.option("--concurrency", "-c", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Items processed at once (threads sharing one database pool).")
 @click.option("--model", "backend", metavar="SPEC", default=None,
-              help='Labeling backend for the label stage, as for `evidence label`: "local", '
-                   '"local:/path.gguf", "openai:<model>" (any OpenAI-compatible server via '
-                   "OPENAI_BASE_URL); default EVIDENCE_MODEL, else local or openai.")
+              help='Labeler for the label stage, as for `evidence label`: "combined" (default), '
+                   '"local", "local:/path.gguf", "openai:<model>" (any OpenAI-compatible server '
+                   'via OPENAI_BASE_URL), "encoder".')
+@click.option("--llm", "llm_spec", metavar="SPEC", default=None,
+              help="The combined labeler's LLM (default: env EVIDENCE_MODEL, else local or openai).")
 @click.option("--lease", "lease_s", default=60.0, show_default=True, type=click.FloatRange(1),
               help="Seconds a claim holds without a heartbeat; heartbeats renew it every third.")
 @click.option("--until-idle", is_flag=True,
               help="Exit once nothing of these stages is left to do (cron/one-shot use).")
-def worker(env: Env, stages: str, concurrency: int, backend: str | None, lease_s: float,
-           until_idle: bool) -> None:
+def worker(env: Env, stages: str, concurrency: int, backend: str | None, llm_spec: str | None,
+           lease_s: float, until_idle: bool) -> None:
     """Claim and process due work until stopped (SIGTERM/Ctrl-C finish the current item).
 
     Run one per machine or many per machine against one PostgreSQL database; items are claimed
@@ -52,8 +54,8 @@ def worker(env: Env, stages: str, concurrency: int, backend: str | None, lease_s
 
     backend_obj = None
     if "label" in names:
-        from classifier.backends import get_backend
-        backend_obj = get_backend(backend, env.settings.label)
+        from classifier.cli.common import make_backend
+        backend_obj = make_backend(env.settings.label, backend, llm_spec, env.engine)
     theses = env.theses if Path(env.theses_path).exists() else ThesesFile()
     stages_ = build_stages(env.engine, names, settings=env.settings, feeds_file=env.feeds,
                            theses=theses, backend=backend_obj)

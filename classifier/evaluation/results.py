@@ -50,5 +50,7 @@ def quotes_grounded(quotes: list[str], text: str) -> int:
 def result_from_label(item: EvalItem, label: Label) -> dict:
     """A label for an item → the `pred` dict and the grounding counts of an ItemResult."""
     pred = label.model_dump(mode="json")
+    if label.proposals is not None:  # the combined labeler's two opinions, kept per item
+        pred["proposals"] = label.proposals
     found = quotes_grounded(label.quotes, item.text)
     return {"pred": pred, "quotes_total": len(label.quotes), "quotes_found": found}

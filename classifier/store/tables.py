@@ -193,8 +193,15 @@ labels = Table(
     # the effective judged label {relevant, evidence_type, direction, strength, trigger} after the
     # latest decision: the proposal (approved) or the edit (corrected); null while pending/rejected
     Column("final", JSON),
+    # two opinions (combined labeler): each side's proposal, who decided each field, LLM skips
+    # (classifier/combine/provenance.py); the number of class fields the two differ on (null:
+    # one opinion only); the encoder version that made or last re-scored the label
+    Column("proposals", JSON),
+    Column("disagreement", Integer),
+    Column("encoder_version", String(40)),
 )
 Index("ix_labels_review_state", labels.c.review_state, labels.c.thesis_id)
+Index("ix_labels_encoder_version", labels.c.encoder_version)
 # The review queue's order (queue.py ORDER), as an index: a queue page reads 50 index entries
 # instead of sorting every pending label. Expressions spelled exactly as queue.py uses them, and
 # laid out the way PostgreSQL prints them back, so Alembic's comparison (tests/test_store.py)
@@ -202,9 +209,29 @@ Index("ix_labels_review_state", labels.c.review_state, labels.c.thesis_id)
 QUEUE_KEY_TRIGGER = '\nCASE\n    WHEN "trigger" IS NULL THEN 1\n    ELSE 0\nEND'
 QUEUE_KEY_STRENGTH = ("\nCASE strength\n    WHEN 'strong' THEN 0\n    WHEN 'moderate' THEN 1\n"
                       "    WHEN 'weak' THEN 2\n    ELSE 3\nEND")
+# 0: the two opinions disagree or the proposal undermines (ranked above agreeing confirmations)
+QUEUE_KEY_CONTESTED = ("\nCASE\n    WHEN disagreement >= 1 OR direction = 'undermines' THEN 0\n"
+                       "    ELSE 1\nEND")
 Index("ix_labels_claimed_by", labels.c.claimed_by)  # an editor's claims, released on each claim
 Index("ix_labels_queue", labels.c.review_state, text(f"({QUEUE_KEY_TRIGGER})"),
-      text(f"({QUEUE_KEY_STRENGTH})"), labels.c.confidence.desc(), labels.c.id.desc())
+      text(f"({QUEUE_KEY_STRENGTH})"), text(f"({QUEUE_KEY_CONTESTED})"),
+      labels.c.confidence.desc(), labels.c.id.desc())
+
+# Encoder versions made by `evidence model train --from-decisions` (and the shipped one, once a
+# version was made): where the folder is, what it was trained from, the eval gate's verdict,
+# 'promoted' | 'refused' | 'shipped', and which one labels now (exactly one row active, if any).
+model_versions = Table(
+    "model_versions", metadata,
+    Column("version", String(40), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("parent", String(40)),
+    Column("created_at", TS, nullable=False),
+    Column("decisions", Integer, nullable=False),
+    Column("gate", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("activated_at", TS),
+)
 
 llm_calls = Table(
     "llm_calls", metadata,

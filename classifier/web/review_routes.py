@@ -15,8 +15,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, func, select
 
-from classifier import queue
+from classifier import ledger, queue
+from classifier.combine.provenance import differing
 from classifier.config import ThesisConfig
+from classifier.encoder import CLASSES
 from classifier.errors import ConfigError, Conflict, NotFound, ReviewError
 from classifier.queue import QueueFilter
 from classifier.store.engine import as_utc, utcnow
@@ -132,7 +134,44 @@ def item_context(conn: Connection, label_id: int) -> dict[str, Any]:
             "published": as_utc(article.published), "segments": highlight(article.text,
                                                                            label.quotes),
             "history": queue.history(conn, label_id=label_id, limit=20), "n_calls": n_calls,
-            "current": label.final if label.final is not None else queue.proposed(label)}
+            "current": label.final if label.final is not None else queue.proposed(label),
+            "opinions": opinions(label.proposals)}
+
+
+def opinions(proposals: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Stored proposals → the item page's two opinions: one row per differing field (each side's
+    value and confidence, who decided), the LLM's status and reason, the models; None: one labeler.
+    """
+    if not proposals or not proposals.get("encoder"):
+        return None
+    enc, llm = proposals["encoder"], proposals.get("llm")
+    decided = proposals.get("decided") or {}
+    rows = [{"field": f, "encoder": _shown(enc.get(f)), "encoder_confidence": _head_prob(enc, f),
+             "llm": _shown(llm.get(f)), "llm_confidence": llm.get("confidence"),
+             "decided": decided.get(f, "—")} for f in differing(enc, llm)]
+    status = proposals.get("llm_status") or ("answered" if llm else "skipped")
+    return {"rows": rows, "status": status, "reason": proposals.get("llm_reason"),
+            "encoder_model": enc.get("model"), "llm_model": (llm or {}).get("model"),
+            "combiner": proposals.get("combiner")}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "—" if value is None else str(value)
+
+
+def _head_prob(encoder: dict[str, Any], field: str) -> float | None:
+    """The encoder's proposal, a field → the probability its head gave the proposed class (the
+    head's largest when the class is not one of CLASSES[field]); None without probs."""
+    probs = (encoder.get("probs") or {}).get(field)
+    if not probs:
+        return None
+    classes = CLASSES.get(field, ())
+    value = _shown(encoder.get(field))
+    if value in classes and classes.index(value) < len(probs):
+        return float(probs[classes.index(value)])
+    return float(max(probs))
 
 
 @router.get("/item/{label_id}", response_class=HTMLResponse)
@@ -266,9 +305,10 @@ def thesis_page(request: Request, user: CurrentUser, thesis_id: str) -> Response
             raise NotFound(f"no thesis {thesis_id!r}")
         panels = [(p.template, p.context(conn, thesis_id, config, _desk(request).theses))
                   for p in THESIS_PANELS]
+        directions = ledger.direction_counts(conn, thesis_id)
     return render(request, "thesis.html", {"thesis_id": thesis_id, "thesis": config,
                                            "evidence": evidence, "counts": counts or {},
-                                           "panels": panels})
+                                           "directions": directions, "panels": panels})
 
 
 @router.get("/feeds", response_class=HTMLResponse)

@@ -13,7 +13,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import func, select
 
 from classifier.store.tables import decisions, labels
-from tests.review_seed import SeedArticle, seed
+from tests.review_seed import SeedArticle, seed, set_opinions
 from tests.web_support import PASSWORD, type_into_login
 
 pytestmark = pytest.mark.browser
@@ -173,6 +173,38 @@ def test_stale_form_gets_the_conflict_page(browser, desk_server, artifacts):
     assert _actions(desk_server.engine) == [("ann", "approve", target)]
     old.click("#reload-item")
     assert old.inner_text("#state") == "approved"
+    ctx.close()
+
+
+def test_disagreement_filter_and_both_opinions(browser, desk_server, artifacts):
+    engine = desk_server.engine
+    with engine.connect() as c:
+        row = c.execute(select(labels).where(labels.c.relevant.is_(True), labels.c.direction.in_(
+            ("supports", "neutral"))).order_by(labels.c.id).limit(1)).one()
+    llm = {f: getattr(row, f) for f in ("relevant", "evidence_type", "direction", "strength")}
+    set_opinions(engine, row.id, encoder={**llm, "direction": "undermines"}, llm=llm)
+    ctx, page = sign_in(browser, desk_server, "ann")
+    n_all = page.locator("tr.queue-row").count()
+    page.focus("#f-disagree")
+    page.keyboard.type("e")  # select type-ahead: "encoder and LLM disagree"
+    assert page.eval_on_selector("#f-disagree", "e => e.value") == "yes"
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**/queue?*disagree=yes*")
+    rows = page.locator("tr.queue-row")
+    assert rows.count() == 1 < n_all
+    assert rows.first.get_attribute("data-href").startswith(f"/item/{row.id}?")
+    assert "≠ direction" in rows.first.inner_text()
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/item/{row.id}\?.*disagree=yes"))
+    cells = page.locator('#opinions tr[data-field="direction"] td')
+    assert cells.all_inner_texts()[:2] == ["undermines 0.80", f"{row.direction} 0.80"]
+    assert cells.nth(2).inner_text() == "llm"
+    assert page.locator("#opinions tr[data-field]").count() == 1
+    page.screenshot(path=str(artifacts / "item-opinions.png"), full_page=True)
+    page.keyboard.press("j")  # the only disagreeing item: the end of the filtered queue
+    page.wait_for_url(re.compile(r"/queue\?.*disagree=yes.*notice=end"))
+    assert _actions(engine) == []
     ctx.close()
 
 
