@@ -46,10 +46,21 @@ def test_default_labeler_is_combined_and_its_llm_part_is_an_llm(monkeypatch):
         resolve_llm("encoder")
 
 
-def test_combined_label_keeps_both_opinions_and_who_decided(engine):
+@pytest.fixture(scope="module")
+def no_combiner(tmp_path_factory):
+    """A copy of the shipped encoder folder without its combiner: the encoder decides."""
+    import shutil
+
+    from classifier.encoder import SHIPPED_DIR
+    folder = tmp_path_factory.mktemp("enc") / "enc"
+    shutil.copytree(SHIPPED_DIR, folder, ignore=shutil.ignore_patterns("combiner*", "eval"))
+    return folder
+
+
+def test_combined_label_keeps_both_opinions_and_who_decided(engine, no_combiner):
     add_pair(engine)
     llm = ScriptedBackend([UP])
-    backend = get_backend("combined", LabelSettings(), llm=llm)
+    backend = get_backend("combined", LabelSettings(), llm=llm, encoder=str(no_combiner))
     counts = label_pending(engine, THESES, backend)
     assert (counts.labeled, counts.llm_skipped) == (1, 0)
     row = _stored(engine)[0]
@@ -57,7 +68,7 @@ def test_combined_label_keeps_both_opinions_and_who_decided(engine):
     assert row["backend"] == "combined" and row["encoder_version"] == backend.encoder_version
     assert p["llm_status"] == "answered" and p["llm"]["direction"] == "supports"
     assert set(p["encoder"]["probs"]) == {"relevant", "direction", "evidence_type", "strength"}
-    # no combiner is fitted for the shipped encoder: the encoder decides every class field
+    # no combiner fitted for this encoder: the encoder decides every class field
     assert p["combiner"] is None
     assert {p["decided"][f] for f in ("relevant", "confidence")} == {"encoder"}
     enc = p["encoder"]
@@ -73,6 +84,18 @@ def test_combined_label_keeps_both_opinions_and_who_decided(engine):
         backends = [r.backend for r in c.execute(select(llm_calls.c.backend)
                                                  .order_by(llm_calls.c.id))]
     assert backends == ["encoder", "scripted"]
+
+
+def test_the_shipped_combiner_decides_the_class_fields(engine):
+    add_pair(engine)
+    backend = get_backend("combined", LabelSettings(), llm=ScriptedBackend([UP]))
+    assert backend.combiner.fitted and backend.combiner.version in backend.model
+    label_pending(engine, THESES, backend)
+    p = _stored(engine)[0]["proposals"]
+    assert p["combiner"] == backend.combiner.version
+    assert all(p["decided"][f] == "combiner" for f in ("relevant", "confidence"))
+    # the LLM says direct/supports/strong with 0.9: the stacked label leans on it
+    assert _stored(engine)[0]["relevant"] is True
 
 
 def test_a_failing_llm_leaves_the_encoders_label_with_the_reason(engine):

@@ -153,4 +153,4 @@ def test_item_and_queue_pages_show_the_two_opinions_escaped(opinions):
     assert re.findall(r'data-href="/item/(\d+)', q) == [str(ids[3]), str(ids[1])]
     assert "≠ direction, strength" in q and "≠ direction<" in q
     assert re.search(r'<option value="disagreement" selected>', q)
-    assert f'href="/next?disagree=yes&amp;sort=disagreement"' in q
+    assert 'href="/next?disagree=yes&amp;sort=disagreement"' in q

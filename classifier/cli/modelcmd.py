@@ -139,3 +139,18 @@ def model_card(folder: str | None, as_json: bool) -> None:
         click.echo(json.dumps(c, indent=2, ensure_ascii=False))
     else:
         click.echo((path / card.CARD_MD).read_text(encoding="utf-8"))
+    comb = path / "combiner.json"
+    if comb.exists() and not as_json:
+        body = json.loads(comb.read_text(encoding="utf-8"))
+        cv = body.get("card", {}).get("cross_validation", {})
+        click.echo(f"## Combiner {body['version']} (combiner.json)\n\nFitted on "
+                   f"{body.get('card', {}).get('fitted_on')}; fields {body['fields']}.")
+        if cv:
+            click.echo(f"\nLeave-one-thesis-out over {cv['folds']} theses, {cv['n']} items "
+                       "(combined / encoder / LLM):")
+            for k in cv.get("combined", {}):
+                vals = [cv[side].get(k) for side in ("combined", "encoder", "llm")]
+                click.echo(f"- {k}: " + " / ".join("-" if v is None else f"{v:.3f}" for v in vals))
+    elif not as_json:
+        click.echo("No combiner fitted: in the combined labeler this encoder decides the class "
+                   "fields and the LLM writes the rationale, quotes and trigger.")

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from sqlalchemy import Engine
 
-from classifier import queue, users
+from classifier import queue, review_export, users
 from classifier.cli import main
 from classifier.cli.common import Env, env_options
 from classifier.config import ThesesFile
@@ -147,7 +147,7 @@ def export(env: Env, states: tuple[str, ...], fmt: str, out: str) -> None:
     Example: evidence export --state approved --state corrected --format jsonl --out reviewed.jsonl
     """
     with env.engine.connect() as conn:
-        rows = queue.export(conn, tuple(states))
+        rows = review_export.export(conn, tuple(states))
     stream = sys.stdout if out == "-" else open(out, "w", newline="", encoding="utf-8")
     try:
         if fmt == "jsonl":

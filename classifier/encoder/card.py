@@ -131,6 +131,23 @@ FIGURES = ("relevant.accuracy", "direction.macro_f1", "direction.f1.supports",
            "fnc.macro_f1")
 
 
+def _gate_lines(gate: dict[str, Any]) -> list[str]:
+    lines = [f"### promotion gate: {'passed' if gate.get('passed') else 'refused'}", "",
+             "| set | items | figure | parent | this version |", "| --- | --- | --- | --- | --- |"]
+    for name, s in gate.get("sets", {}).items():
+        for k, v in s["parent"].items():
+            c = s["candidate"].get(k)
+            lines.append(f"| {name} | {s['n']} | {k} | {_num(v)} | {_num(c)} |")
+    lines += [f"Problems: {'; '.join(p for s in gate.get('sets', {}).values() for p in s['problems'])}"
+              if not gate.get("passed") else "No figure below the parent's value minus "
+              "max(0.05, 2/n).", ""]
+    return lines
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     """Card → README.md text."""
     s = card.get("settings", {})
@@ -146,7 +163,7 @@ def render_markdown(card: dict[str, Any]) -> str:
              "decision leaned on, not a summary.",
              "", "## Training data", "", "| file | SHA-256 | items |", "| --- | --- | --- |"]
     for src in card.get("data", []):
-        lines.append(f"| `{src['path']}` | `{src['sha256'][:16]}` | {src['items']} |")
+        lines.append(f"| `{src['path']}` | `{src.get('sha256', '')[:16]}` | {src['items']} |")
     for name, n in (card.get("corpora") or {}).items():
         lines.append(f"| corpus `{name}` (train split, class-balanced) | - | {n} |")
     split = card.get("split", {})
@@ -154,7 +171,13 @@ def render_markdown(card: dict[str, Any]) -> str:
               "trained on; corpora train only on their train split (FNC-1/ARC by body, the "
               "others by claim).", "", "## Settings", "", "```json",
               json.dumps(s, indent=1), "```", "", "## Metrics (data never trained on)", ""]
+    if card.get("parent"):
+        lines += [f"Fine-tuned from version {card['parent']} on editors' decisions (calibration "
+                  "kept from it).", ""]
     for name, run in (card.get("metrics") or {}).items():
+        if name == "gate":
+            lines += _gate_lines(run)
+            continue
         lines += [f"### {name}", "", f"{run.get('what', '')}", "", "| figure | value [95% CI] |",
                   "| --- | --- |"]
         figs = run.get("figures", {})

@@ -36,7 +36,7 @@ from classifier.encoder import SHIPPED_DIR, card, versions
 from classifier.encoder.data import example_from_item, load_written
 from classifier.encoder.train import CHECKPOINT, TrainSettings, train
 from classifier.errors import ConfigError
-from classifier.evaluation.gold import EvalItem, GoldTarget
+from classifier.evaluation.gold import EvalItem, GoldTarget, file_sha256
 from classifier.records import GoldLabel
 from classifier.store.tables import labels
 
@@ -72,9 +72,9 @@ def _target(rec: dict[str, Any]) -> GoldTarget:
 def decision_items(engine: Engine, theses: ThesesFile, *, since: datetime | None = None
                    ) -> tuple[list[Decided], int]:
     """→ (the decided labels as items, how many were left out: thesis no longer in the file)."""
-    from classifier import queue
+    from classifier import review_export
     with engine.connect() as c:
-        recs = queue.export(c, states=("approved", "corrected", "rejected"))
+        recs = review_export.export(c, states=("approved", "corrected", "rejected"))
         props = dict(c.execute(select(labels.c.id, labels.c.proposals)).all())
     known = {t.id: t for t in theses.thesis}
     out, unknown = [], 0
@@ -163,29 +163,21 @@ def learn(engine: Engine, theses: ThesesFile, opts: LearnOptions, *,
     out = opts.out or versions.models_dir() / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     say(f"{len(train_part)} decisions to learn from, {len(replay)} written items replayed, "
         f"{len(gate_part)} held back for the gate; parent {parent['version']}")
-    settings = TrainSettings(epochs=opts.epochs, seed=opts.seed, lr=opts.lr,
-                             head_lr=opts.lr * 10, max_steps=opts.max_steps,
-                             max_length=int(parent["settings"]["max_length"]))
-    model, _, log = train(examples, settings, out, written={"review", *(it.origin for it in replay)},
-                          progress=progress, init_weights=parent_dir / parent["weights"]["file"])
-    fields = {k: parent.get(k) for k in ("base", "corpora", "split")}
-    fields.update(
-        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        settings=settings.model_dump(mode="json"), parent=parent["version"],
-        data=[{"path": "decisions", "items": len(train_part), "held_back": len(gate_part),
-               "since": opts.since.isoformat() if opts.since else None},
-              *([{"path": p, "items": len(replay)} for p in opts.replay] if replay else [])],
-        train_log={k: v for k, v in log.items() if k != "losses"},
-        losses={"every_10th": log["losses"][::10]}, calibration=parent["calibration"],
-        environment=card.environment(), time={"train_s": log["train_s"]},
-        command=opts.command, metrics={})
-    new = card.write(out, model, fields)
-    (out / CHECKPOINT).unlink(missing_ok=True)
+    new = fine_tune(parent_dir, examples, out, epochs=opts.epochs, lr=opts.lr, seed=opts.seed,
+                    max_steps=opts.max_steps, progress=progress, fields={
+                        "data": [{"path": "decisions", "items": len(train_part),
+                                  "held_back": len(gate_part),
+                                  "sha256": _items_sha(d.item for d in train_part),
+                                  "since": opts.since.isoformat() if opts.since else None},
+                                 *([{"path": p, "items": len(replay),
+                                     "sha256": file_sha256([p])}
+                                    for p in opts.replay if Path(p).exists()] if replay else [])],
+                        "command": opts.command})
     samples = read_samples(parent_dir) + samples_of(train_part)
     combiner = Combiner.fit(samples, new["version"]) if samples else Combiner.default(new["version"])
     if combiner.fitted:
         combiner.card = {"fitted_on": {"samples": len(samples), "decisions": len(samples_of(train_part))},
-                         "parent": parent["version"], "created_at": fields["created_at"]}
+                         "parent": parent["version"], "created_at": new["created_at"]}
         combiner.save(out)
         write_samples(out, samples)
     else:
@@ -193,12 +185,47 @@ def learn(engine: Engine, theses: ThesesFile, opts: LearnOptions, *,
     gate = gatecheck.compare(parent_dir, out, [d.item for d in gate_part], opts, say)
     versions.register(engine, version=new["version"], path=out, parent=parent["version"],
                       decisions=len(train_part), gate=gate, promote=gate["passed"])
-    card.update(out, metrics={"gate": gate}, time={**fields["time"],
+    card.update(out, metrics={"gate": gate}, time={**new["time"],
                                                   "total_s": round(time.perf_counter() - started, 1)})
     return {"version": new["version"], "folder": str(out), "promoted": gate["passed"],
             "gate": gate, "decisions": len(train_part), "held_back": len(gate_part),
             "replayed": len(replay), "unknown_thesis": unknown, "parent": parent["version"],
             "combiner": combiner.version}
+
+
+def fine_tune(parent_dir: Path, examples: Sequence[Any], out: Path, *, epochs: int, lr: float,
+              seed: int = 0, max_steps: int | None = None, progress: Progress | None = None,
+              fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A parent model folder + examples → a fine-tuned model folder at `out` (the parent's
+    calibration, corpora and split kept in its card) → the new card."""
+    parent = card.read_card(parent_dir)
+    settings = TrainSettings(epochs=epochs, seed=seed, lr=lr, head_lr=lr * 10,
+                             max_steps=max_steps, max_length=int(parent["settings"]["max_length"]))
+    from classifier.evaluation.adapters import DATASETS
+    written = {"review", *(e.origin for e in examples)} - set(DATASETS)
+    model, _, log = train(examples, settings, out, written=written, progress=progress,
+                          init_weights=parent_dir / parent["weights"]["file"])
+    body = {k: parent.get(k) for k in ("base", "corpora", "split")}
+    body.update(
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        settings=settings.model_dump(mode="json"), parent=parent["version"], data=[],
+        train_log={k: v for k, v in log.items() if k != "losses"},
+        losses={"every_10th": log["losses"][::10]}, calibration=parent["calibration"],
+        environment=card.environment(), time={"train_s": log["train_s"]}, command="",
+        metrics={})
+    body.update(fields or {})
+    new = card.write(out, model, body)
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    return new
+
+
+def _items_sha(items: Any) -> str:
+    """Items → SHA-256 over their ids, texts and gold (what the version learned from)."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([it.id, it.text, it.gold.model_dump(mode="json")],
+                            sort_keys=True, default=sorted).encode())
+    return h.hexdigest()
 
 
 def _replay(opts: LearnOptions, n: int, split: dict[str, str]) -> list[EvalItem]:
