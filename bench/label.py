@@ -11,9 +11,15 @@ With --encoder SPEC (default: the shipped encoder; "none" skips it), the same ru
 every gold item through `label_article` with the evidence encoder (quotes included) and prints
 its per-pair p50/p95 (goal p95 <= 100 ms on 2 cores) beside the LLM's per-pair times above.
 
+With --combined N, the same run then labels N gold items (every k-th) with the combined labeler
+twice, sharing the one LLM instance: [label] llm = "all" and llm = "uncertain" (alternating which
+goes first), and prints the time per pair of each, their ratio and how many pairs "uncertain"
+kept from the LLM. --n 0 skips the bare comparison.
+
     .venv/bin/python bench/label.py --n 3
     .venv/bin/python bench/label.py --n 3 --model local:/path/to/other.gguf
     .venv/bin/python bench/label.py --n 2 --encoder encoder:/path/to/model-dir
+    .venv/bin/python bench/label.py --n 0 --encoder none --combined 20
 """
 
 from __future__ import annotations
@@ -41,12 +47,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=3, help="articles (each is labeled twice)")
     ap.add_argument("--theses", default=str(ROOT / "theses.toml"))
     ap.add_argument("--encoder", default="encoder", help="encoder spec, or none")
+    ap.add_argument("--combined", type=int, default=0, metavar="N",
+                    help="time the combined labeler, llm = all vs uncertain, on N gold items")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
 
     settings = LabelSettings()
     theses = load_theses(args.theses)
     items = [json.loads(line) for line in Path(args.gold).read_text().splitlines() if line.strip()]
+    everything = items
     # spread over theses and lengths: every k-th item
     step = max(1, len(items) // max(1, args.n))
     items = items[::step][: args.n]
@@ -60,12 +69,12 @@ def main() -> None:
           flush=True)
 
     # warm the cache with the fixed system prompt once, for both sides alike
-    _, warm = build_request(theses.get(items[0]["thesis"]), title="warm-up", text="warm-up",
+    _, warm = build_request(theses.get(everything[0]["thesis"]), title="warm-up", text="warm-up",
                             settings=settings)
     llm.create_chat_completion(messages=list(warm.messages)[:1] + [
         {"role": "user", "content": "ok"}], max_tokens=1, temperature=0)
 
-    rows = []
+    rows: list[dict] = []
     for i, item in enumerate(items):
         thesis, art = theses.get(item["thesis"]), item["article"]
 
@@ -111,6 +120,17 @@ def main() -> None:
               f"prompt tokens {r['bare_prompt_tokens']}, completion {r['bare_completion_tokens']} / "
               f"{r['ours_completion_tokens']}", flush=True)
 
+    comb = combined_times(backend, everything, args.combined, theses) if args.combined else None
+    if comb:
+        print(f"\ncombined labeler on {comb['n']} gold pairs, same LLM instance: llm = all "
+              f"{comb['all_mean_s']:.2f} s per pair (p50 {comb['all_p50_s']:.2f}), llm = uncertain "
+              f"{comb['uncertain_mean_s']:.2f} s (p50 {comb['uncertain_p50_s']:.2f}): "
+              f"{comb['all_mean_s'] / comb['uncertain_mean_s']:.2f}x faster; the LLM skipped "
+              f"{comb['skipped']} of {comb['n']} pairs (sure at {comb['sure']})")
+    if not rows:
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps({"combined": comb}, indent=2))
+        return
     bare_total = sum(r["bare_s"] for r in rows)
     ours_total = sum(r["ours_s"] for r in rows)
     one_attempt = [r for r in rows if r["attempts"] == 1]
@@ -133,8 +153,40 @@ def main() -> None:
               f"{statistics.median(llm_ms) / enc['p50_ms']:.0f}x")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"rows": rows, "ratio": ours_total / bare_total,
-                                                   "ratio_one_attempt": ratio_1, "encoder": enc},
+                                                   "ratio_one_attempt": ratio_1, "encoder": enc,
+                                                   "combined": comb},
                                                   indent=2))
+
+
+def combined_times(llm, items: list[dict], n: int, theses) -> dict:
+    """The loaded LLM backend + gold items → per-pair seconds of the combined labeler with
+    llm = all and llm = uncertain on n items (every k-th), alternating which runs first."""
+    step = max(1, len(items) // n)
+    chosen = items[::step][:n]
+    sides = {}
+    for policy in ("all", "uncertain"):
+        settings = LabelSettings(llm=policy)
+        sides[policy] = (get_backend("combined", settings, llm=llm), settings)
+    times: dict[str, list[float]] = {"all": [], "uncertain": []}
+    skipped = 0
+    for i, item in enumerate(chosen):
+        thesis, art = theses.get(item["thesis"]), item["article"]
+        for policy in (("all", "uncertain") if i % 2 == 0 else ("uncertain", "all")):
+            backend, settings = sides[policy]
+            t = time.perf_counter()
+            try:
+                out = label_article(backend, thesis, title=art["title"], text=art["text"],
+                                    source=art.get("source"), settings=settings)
+                if policy == "uncertain" and out.label.proposals["llm_status"] == "skipped":
+                    skipped += 1
+            except LabelError:
+                pass
+            times[policy].append(time.perf_counter() - t)
+        print(f"{item['id']}: all {times['all'][-1]:.1f} s, uncertain {times['uncertain'][-1]:.1f} s",
+              flush=True)
+    return {"n": len(chosen), "skipped": skipped, "sure": LabelSettings().llm_sure,
+            **{f"{k}_mean_s": statistics.mean(v) for k, v in times.items()},
+            **{f"{k}_p50_s": statistics.median(v) for k, v in times.items()}}
 
 
 def encoder_times(spec: str, gold: str, theses, settings) -> dict:

