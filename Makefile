@@ -37,3 +37,5 @@ test:
 # Retrain the shipped evidence encoder from the repository (about 25 minutes on 2 cores; not in CI).
 encoder: install
 	$(VENV)/bin/evidence model train --out classifier/encoder/shipped --eval-gold eval/gold/seed.jsonl --eval-fnc 1000
+	# the combiner beside it, from the embedded LLM's run over the calibration theses (kept in eval/runs)
+	$(VENV)/bin/evidence model combine --theses eval/train/theses.toml --gold eval/train/items.jsonl --run eval/runs/train-calibration-local

@@ -43,7 +43,9 @@ CORPORA = ("fnc1", "arc", "perspectrum", "climate-fever", "covid-fact")
 @click.option("--since", type=click.DateTime(), metavar="DATE",
               help="With --from-decisions: only decisions made on or after DATE (UTC).")
 @click.option("--gate-gold", multiple=True, metavar="FILE",
-              help="With --from-decisions: gold file (theses from --theses) the gate also scores.")
+              help="With --from-decisions: gold file the gate also scores.")
+@click.option("--gate-theses", metavar="PATH",
+              help="With --from-decisions: the theses of --gate-gold (default: --theses).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Passes over the data [default: 4; 2 with --from-decisions].")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -70,6 +72,7 @@ def model_train(env: Env, data: tuple[str, ...], data_theses: str, counters: str
                 corpora: tuple[str, ...],
                 no_corpora: bool, corpus_scale: float, corpora_dir: str | None, out: str | None,
                 from_decisions: bool, since: Any, gate_gold: tuple[str, ...],
+                gate_theses: str | None,
                 epochs: int | None, seed: int, max_length: int, batch_size: int,
                 lr: float | None, calibration_theses: int, heldout_theses: int,
                 eval_gold: tuple[str, ...], eval_fnc: int, max_steps: int | None) -> None:
@@ -82,7 +85,8 @@ def model_train(env: Env, data: tuple[str, ...], data_theses: str, counters: str
     """
     if from_decisions:
         from classifier.cli.versioncmd import train_from_decisions
-        train_from_decisions(env, out=out, since=since, gate_gold=gate_gold, epochs=epochs or 2,
+        train_from_decisions(env, out=out, since=since, gate_gold=gate_gold,
+                             gate_theses=gate_theses, epochs=epochs or 2,
                              lr=lr or 5e-5, seed=seed, replay=data, replay_theses=data_theses,
                              max_steps=max_steps)
         return

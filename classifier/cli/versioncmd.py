@@ -27,17 +27,19 @@ def _rescore(env: Env) -> dict[str, int]:
 
 
 def train_from_decisions(env: Env, *, out: str | None, since: Any, gate_gold: tuple[str, ...],
-                         epochs: int, lr: float, seed: int, replay: tuple[str, ...],
+                         gate_theses: str | None, epochs: int, lr: float, seed: int, replay: tuple[str, ...],
                          replay_theses: str, max_steps: int | None) -> None:
     """`evidence model train --from-decisions`: learn, gate, promote (and re-score) or refuse."""
     from datetime import UTC
 
+    from classifier.config import load_theses
     from classifier.encoder.learn import LearnOptions, learn
+    gold_theses = load_theses(gate_theses) if gate_theses else env.theses
     opts = LearnOptions(
         out=Path(out) if out else None, since=since.replace(tzinfo=UTC) if since else None,
         epochs=epochs, lr=lr, seed=seed, replay=replay,
         replay_theses=replay_theses if Path(replay_theses).exists() else None,
-        gate_gold=gate_gold, gate_theses=env.theses if gate_gold else None, max_steps=max_steps,
+        gate_gold=gate_gold, gate_theses=gold_theses if gate_gold else None, max_steps=max_steps,
         command="evidence model train " + shlex.join(sys.argv[3:]))
     columns = (TextColumn("learning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("loss {task.fields[loss]}"))
