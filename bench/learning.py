@@ -8,8 +8,9 @@ fine-tuned afresh, as `evidence model train --from-decisions` does (the same fun
 decisions plus as many replayed written items of its training theses, --epochs, lr 5e-5, its
 calibration kept), and scored on the test part. The same run prints, on the same test items,
 the LLM alone (the predictions of an `evidence eval run` folder of the LLM over those items,
---llm-run) and the combined labeler (that point's encoder with the shipped combiner and the
-LLM's answers). 27 items per thesis leave room for at most 20 decisions beside a test part of 7;
+--llm-run) and the combined labeler (that point's encoder and the LLM's answers, with a combiner
+refitted for that encoder on the LLM's run over the calibration theses, which no point trains
+on, as `--from-decisions` refits it). 27 items per thesis leave room for at most 20 decisions beside a test part of 7;
 more decisions per thesis need more data.
 
     # once: the LLM over the test items (56 by default), then the curve
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from classifier.backends.encoder import EncoderBackend  # noqa: E402
 from classifier.combine.combiner import Combiner  # noqa: E402
-from classifier.combine.fit import llm_opinion  # noqa: E402
+from classifier.combine.fit import llm_opinion, samples_from_run  # noqa: E402
 from classifier.encoder import SHIPPED_DIR, card  # noqa: E402
 from classifier.encoder.data import example_from_item, load_written  # noqa: E402
 from classifier.encoder.learn import fine_tune  # noqa: E402
@@ -88,6 +89,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / "eval/train/items.jsonl"))
     ap.add_argument("--data-theses", default=str(ROOT / "eval/train/theses.toml"))
     ap.add_argument("--llm-run", help="eval run folder of the LLM over the test items")
+    ap.add_argument("--combiner-run", default=str(ROOT / "eval/runs/train-calibration-local"),
+                    help="the LLM's run over the calibration theses: each point's combiner is "
+                         "refitted on it with that point's encoder")
     ap.add_argument("--write-test-gold", metavar="PATH",
                     help="write the test items as a gold file (for the LLM run) and stop")
     ap.add_argument("--points", type=int, nargs="+", default=[0, 5, 10, 20])
@@ -129,10 +133,10 @@ def main() -> None:
                  f"(e.g. {missing[:3]}): run it over the held-out theses first")
     llm = {it.id: llm_opinion(llm_results[it.id].pred, model) for it in test}
     llm_rs = [_result(it, llm_results[it.id].pred) for it in test]
-    combiner = Combiner.load(SHIPPED_DIR, shipped["version"])
+    cal_ids = {r.id for r in load_results(a.combiner_run)}
     print(f"{len(heldout)} held-out theses, {len(test)} test items ({a.test_per_thesis} per "
-          f"thesis, seed {a.seed}); LLM answers from {a.llm_run} ({model}); combiner "
-          f"{combiner.version or 'none (the encoder decides)'}")
+          f"thesis, seed {a.seed}); LLM answers from {a.llm_run} ({model}); each point's "
+          f"combiner refitted on {a.combiner_run} ({len(cal_ids)} calibration-thesis items)")
     rows, base = [], {}
     llm_m = metrics.compute(llm_rs)["figures"]
     rows.append({"labeler": "llm alone", "decisions": "-", **{k: llm_m.get(k) for k in FIGS}})
@@ -147,6 +151,9 @@ def main() -> None:
                             for it in decisions] + [example_from_item(it) for it in replay]
                 folder = Path(tmp) / f"k{k}"
                 fine_tune(SHIPPED_DIR, examples, folder, epochs=a.epochs, lr=a.lr, seed=a.seed)
+            fit_items = [it for it in written if it.id in cal_ids]
+            samples = samples_from_run(fit_items, a.combiner_run, EncoderBackend(folder))
+            combiner = Combiner.fit(samples, "point")
             enc_rs, comb_rs = score(folder, test, llm, combiner)
             secs = time.perf_counter() - started
             for name, rs in (("encoder", enc_rs), ("combined", comb_rs)):

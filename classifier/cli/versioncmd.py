@@ -92,7 +92,8 @@ def model_combine(env: Env, runs: tuple[str, ...], gold: tuple[str, ...],
         chosen = [it for it in items if it.id in ids]
         refuse_trained(chosen, enc.loaded.card)
         samples += samples_from_run(chosen, run, enc)
-    sources = [{"run": r} for r in runs] + [{"gold": list(gold), "sha256": file_sha256(gold)}]
+    sources = [{"run": r} for r in runs] + [{"gold": list(gold), "sha256": file_sha256(gold),
+                                             "theses_file": env.theses_path}]
     comb = fit_and_save(samples, enc.folder, enc.model, sources=sources,
                         command="evidence model combine " + shlex.join(sys.argv[3:]))
     cv = comb.card["cross_validation"]

@@ -109,6 +109,33 @@ def samples_of(decided: Sequence[Decided]) -> list[Sample]:
     return out
 
 
+def refit_samples(parent_dir: Path, new_dir: Path) -> list[Sample]:
+    """The samples a new version's combiner starts from: the parent combiner's own fit data
+    judged again by the new encoder when its sources (an LLM eval run over gold items none of
+    the versions trained on) are at hand, so the weights fit the new encoder's probabilities;
+    else the parent's stored samples as they are."""
+    from classifier.backends.encoder import EncoderBackend
+    from classifier.combine.fit import samples_from_run
+    from classifier.config import load_theses
+    from classifier.evaluation.gold import load_gold
+    from classifier.evaluation.runner import load_results
+    path = parent_dir / COMBINER_FILE
+    sources = json.loads(path.read_text(encoding="utf-8")).get("card", {}).get(
+        "fitted_on", {}).get("sources", []) if path.exists() else []
+    runs = [s["run"] for s in sources if "run" in s]
+    gold = [g for s in sources for g in s.get("gold", [])]
+    theses = next((s.get("theses_file") for s in sources if s.get("theses_file")), None)
+    if not runs or not gold or not theses or not all(Path(x).exists() for x in [*runs, *gold, theses]):
+        return read_samples(parent_dir)
+    items = load_gold(gold, load_theses(theses))
+    encoder = EncoderBackend(new_dir)
+    out: list[Sample] = []
+    for run in runs:
+        ids = {r.id for r in load_results(run)}
+        out += samples_from_run([it for it in items if it.id in ids], run, encoder)
+    return out
+
+
 def read_samples(folder: Path) -> list[Sample]:
     """A model folder → the samples its combiner was fitted on ([] when none were kept)."""
     path = folder / SAMPLES_FILE
@@ -173,7 +200,7 @@ def learn(engine: Engine, theses: ThesesFile, opts: LearnOptions, *,
                                      "sha256": file_sha256([p])}
                                     for p in opts.replay if Path(p).exists()] if replay else [])],
                         "command": opts.command})
-    samples = read_samples(parent_dir) + samples_of(train_part)
+    samples = refit_samples(parent_dir, out) + samples_of(train_part)
     combiner = Combiner.fit(samples, new["version"]) if samples else Combiner.default(new["version"])
     if combiner.fitted:
         combiner.card = {"fitted_on": {"samples": len(samples), "decisions": len(samples_of(train_part))},
