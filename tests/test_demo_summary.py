@@ -72,7 +72,7 @@ class ByPair(ScriptedBackend):
 def scripted(monkeypatch) -> ByPair:
     """Makes `get_backend` (what `evidence demo --model scripted` calls) hand out a ByPair."""
     backend = ByPair()
-    monkeypatch.setattr(backends, "get_backend", lambda spec=None, settings=None: backend)
+    monkeypatch.setattr(backends, "get_backend", lambda spec=None, settings=None, **_: backend)
     return backend
 
 
@@ -236,7 +236,7 @@ def test_demo_login_replaces_an_existing_users_password_and_ends_sessions(engine
 # `evidence demo --serve` in a subprocess, labeled by ByPair (the same scripted labels as above)
 SERVE_SCRIPT = (
     "import sys; from classifier import backends; from tests.test_demo_summary import ByPair; "
-    "b = ByPair(); backends.get_backend = lambda spec=None, settings=None: b; "
+    "b = ByPair(); backends.get_backend = lambda spec=None, settings=None, **_: b; "
     "from classifier.cli import main; main(sys.argv[1:], prog_name='evidence')")
 
 

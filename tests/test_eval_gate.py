@@ -56,7 +56,8 @@ class Scripted:
 
     def __init__(self, monkeypatch) -> None:
         self.backend = ScriptedBackend()
-        monkeypatch.setattr(backends, "get_backend", lambda spec=None, settings=None: self.backend)
+        monkeypatch.setattr(backends, "get_backend",
+                            lambda spec=None, settings=None, **_: self.backend)
 
     def load(self, items: list) -> None:
         self.backend.enqueue(items)
