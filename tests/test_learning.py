@@ -138,7 +138,9 @@ def test_a_version_that_regresses_is_refused_and_the_active_one_stays(desk, tmp_
         row = c.execute(select(model_versions)).mappings().one()
     assert (row["status"], row["active"]) == ("refused", False)
     assert not row["gate"]["passed"] and row["gate"]["sets"]["seed-part"]["problems"]
-    listed = CliRunner().invoke(main, ["model", "list", "--db", db_url])
-    assert row["version"] in listed.output and "refused" in listed.output
+    listed = json.loads(CliRunner().invoke(main, ["model", "list", "--json", "--db",
+                                               db_url]).output)
+    assert [(v["version"], v["status"]) for v in listed["versions"]] == [(row["version"], "refused")]
+    assert listed["active"] == versions.shipped_version()
     with pytest.raises(ConfigError, match="no encoder version"):
         versions.use(engine, "nope")
