@@ -10,8 +10,8 @@ calibration kept), and scored on the test part. The same run prints, on the same
 the LLM alone (the predictions of an `evidence eval run` folder of the LLM over those items,
 --llm-run) and the combined labeler (that point's encoder and the LLM's answers, with a combiner
 refitted for that encoder on the LLM's run over the calibration theses, which no point trains
-on, as `--from-decisions` refits it). 27 items per thesis leave room for at most 20 decisions beside a test part of 7;
-more decisions per thesis need more data.
+on, as `--from-decisions` refits it). 27 items per thesis leave room for at most 20 decisions
+beside a test part of 7; more decisions per thesis need more data.
 
     # once: the LLM over the test items (56 by default), then the curve
     .venv/bin/python bench/learning.py --write-test-gold eval/runs/learning-test.jsonl
@@ -69,7 +69,7 @@ def _pred(choice: dict, confidence: float) -> dict:
 
 
 def score(folder: Path, test: list, llm: dict, combiner: Combiner) -> tuple[list, list]:
-    """An encoder folder + test items (+ LLM answers by id) → (encoder results, combined results)."""
+    """Encoder folder + test items (+ LLM answers by id) → (encoder results, combined results)."""
     enc = EncoderBackend(folder)
     enc_rs, comb_rs = [], []
     for it in test:
@@ -163,8 +163,8 @@ def main() -> None:
                 if k == a.points[0]:
                     base[name] = rs
                 else:
-                    lo, hi = compare.delta_ci(base[name], rs,
-                                              metrics.macro_f1("direction", list(metrics.CLASSES["direction"])))
+                    f1 = metrics.macro_f1("direction", list(metrics.CLASSES["direction"]))
+                    lo, hi = compare.delta_ci(base[name], rs, f1)
                     row["direction_f1_change"] = {"ci": [lo, hi]}
                 rows.append(row)
     print(f"{'labeler':<10}{'decisions':>10}  " + "  ".join(f"{f:<24}" for f in FIGS)

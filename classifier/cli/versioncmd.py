@@ -27,7 +27,8 @@ def _rescore(env: Env) -> dict[str, int]:
 
 
 def train_from_decisions(env: Env, *, out: str | None, since: Any, gate_gold: tuple[str, ...],
-                         gate_theses: str | None, epochs: int, lr: float, seed: int, replay: tuple[str, ...],
+                         gate_theses: str | None, epochs: int, lr: float, seed: int,
+                         replay: tuple[str, ...],
                          replay_theses: str, max_steps: int | None) -> None:
     """`evidence model train --from-decisions`: learn, gate, promote (and re-score) or refuse."""
     from datetime import UTC
@@ -128,7 +129,8 @@ def model_list(env: Env) -> None:
                            for k, v in sets.items())
         t.add_row("*" if r["active"] else "", r["version"], r["parent"] or "",
                   f"{r['created_at']:%Y-%m-%d %H:%M}", str(r["decisions"]),
-                  ("passed" if gate.get("passed") else "failed") + (f" ({figure})" if figure else ""),
+                  ("passed" if gate.get("passed") else "failed")
+                  + (f" ({figure})" if figure else ""),
                   r["status"], r["path"])
     Console(highlight=False).print(t)
 

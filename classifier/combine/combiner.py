@@ -1,4 +1,4 @@
-"""The combiner: logistic stacking per field over the encoder's calibrated heads and the LLM's answer.
+"""The combiner: logistic stacking per field over the encoder's calibrated heads and the LLM.
 
 For each class field (relevant, evidence_type, direction, strength) a multinomial logistic
 regression reads
@@ -118,7 +118,8 @@ class Combiner:
 
     encoder_version: str
     weights: dict[str, list[list[float]]] = field(default_factory=dict)
-    confidence_map: list[float] | None = None  # (a, b, c, d): sigma(a*log joint + b*agree + c*answered + d)
+    # (a, b, c, d): sigma(a * log joint + b * agreement + c * answered + d)
+    confidence_map: list[float] | None = None
     card: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

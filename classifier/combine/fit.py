@@ -80,7 +80,8 @@ def _acc(preds: list[dict[str, Any]], samples: Sequence[Sample], name: str) -> f
 
 
 def _macro_f1(preds: list[dict[str, Any]], samples: Sequence[Sample]) -> float | None:
-    pairs = [(p.get("direction"), s.gold.get("direction")) for p, s in zip(preds, samples, strict=True)
+    pairs = [(p.get("direction"), s.gold.get("direction"))
+             for p, s in zip(preds, samples, strict=True)
              if s.gold.get("relevant") and s.gold.get("direction") is not None]
     if not pairs:
         return None

@@ -35,7 +35,8 @@ def ask_llm(policy: str, probs: dict[str, list[float]], sure: float) -> tuple[bo
         if sure_rel < sure:
             return True, None
         if p_rel < 0.5:
-            return False, f"llm = uncertain: the encoder is sure it is not relevant ({sure_rel:.2f} >= {sure:.2f})"
+            return False, (f"llm = uncertain: the encoder is sure it is not relevant "
+                           f"({sure_rel:.2f} >= {sure:.2f})")
         p_dir = max(probs["direction"])
         if p_dir < sure:
             return True, None
