@@ -48,8 +48,8 @@ def backend_price(backend: Any, prices: dict[str, tuple[float, float]] | None = 
                   ) -> tuple[float, float] | None:
     """A backend → the (in, out) price its calls pay: the LLM part's for the combined labeler
     (free when it has none), else price_of its own model."""
-    part = getattr(backend, "price_of", False)
-    if part is not False and not callable(part):
+    if hasattr(backend, "paid_part"):
+        part = backend.paid_part
         return (0.0, 0.0) if part is None else price_of(part[1], part[0], prices)
     return price_of(backend.model, backend.name, prices)
 

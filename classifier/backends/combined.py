@@ -52,7 +52,7 @@ class CombinedBackend:
                       f"+{llm_id}+{self.policy}")[:300]
 
     @property
-    def price_of(self) -> tuple[str, str] | None:
+    def paid_part(self) -> tuple[str, str] | None:
         """(backend name, model) whose price the LLM part pays (None: no LLM, free)."""
         return (self.llm.name, self.llm.model) if self.llm is not None else None
 

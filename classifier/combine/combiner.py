@@ -148,25 +148,27 @@ class Combiner:
         x = np.append(features(name, enc_probs, llm), 1.0)
         return _softmax(w @ x)
 
-    def decide(self, enc_probs: dict[str, list[float]], llm: dict[str, Any] | None,
-               enc_confidence: float) -> tuple[dict[str, Any], float, dict[str, str]]:
-        """Both opinions → (judged class fields, confidence, which side decided each field)."""
+    def choose(self, enc_probs: dict[str, list[float]], llm: dict[str, Any] | None
+               ) -> tuple[dict[str, Any], float]:
+        """Both opinions → (judged class fields, the joint probability of the chosen classes)."""
         choice: dict[str, Any] = {}
         joint = 1.0
-        decided: dict[str, str] = {}
         for name in FIELDS:
             p = self.probs(name, enc_probs, llm)
             k = int(np.argmax(p))
             choice[name] = CLASSES[name][k]
-            decided[name] = "combiner" if name in self.weights else "encoder"
-            if name == "relevant" or choice["relevant"]:
-                joint *= float(p[k])
-            if name == "relevant" and not choice["relevant"]:
+            joint *= float(p[k])
+            if not choice["relevant"]:
+                choice.update(evidence_type=None, direction=None, strength=None)
                 break
-        if not choice["relevant"]:
-            choice.update(evidence_type=None, direction=None, strength=None)
-            for name in FIELDS[1:]:
-                decided.pop(name, None)
+        return choice, joint
+
+    def decide(self, enc_probs: dict[str, list[float]], llm: dict[str, Any] | None,
+               enc_confidence: float) -> tuple[dict[str, Any], float, dict[str, str]]:
+        """Both opinions → (judged class fields, confidence, which side decided each field)."""
+        choice, joint = self.choose(enc_probs, llm)
+        fields = FIELDS if choice["relevant"] else FIELDS[:1]
+        decided = {f: "combiner" if f in self.weights else "encoder" for f in fields}
         if self.confidence_map is None:
             conf = enc_confidence
             decided["confidence"] = "encoder"
@@ -255,16 +257,7 @@ def _fit_confidence(comb: Combiner, samples: Sequence[Sample]) -> list[float]:
     from scipy.optimize import minimize
     xs, ys = [], []
     for s in samples:
-        choice: dict[str, Any] = {}
-        joint = 1.0
-        for name in FIELDS:
-            p = comb.probs(name, s.enc_probs, s.llm)
-            k = int(np.argmax(p))
-            choice[name] = CLASSES[name][k]
-            if name == "relevant" or choice["relevant"]:
-                joint *= float(p[k])
-        if not choice["relevant"]:
-            choice.update(evidence_type=None, direction=None, strength=None)
+        choice, joint = comb.choose(s.enc_probs, s.llm)
         xs.append([math.log(max(joint, 1e-9)), _agreement(choice, s.llm), float(s.llm is not None)])
         ys.append(float(exactly_right(choice, s.gold)))
     x, y = np.asarray(xs), np.asarray(ys)

@@ -56,7 +56,12 @@ def rescore_pending(engine: Engine, theses: ThesesFile, backend: Backend) -> dic
             encoder = getattr(backend, "encoder", backend)
             label = encoder.label(request, calls.append)
             name = "encoder"
-        model = backend.model if name == backend.name else encoder.model
+        if name == "combined":
+            llm = (r.proposals or {}).get("llm") or {}
+            model = (f"{version}+{label.proposals['combiner'] or 'encoder-decides'}"
+                     f"+{llm.get('model', 'no-llm')}+rescored")[:300]
+        else:
+            model = encoder.model
         key = cache_key(r.text_sha256, thesis.content_hash, request.prompt_hash,
                         request.schema_hash, f"{name}:{model}")
         with write(engine) as c:

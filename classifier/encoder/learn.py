@@ -75,7 +75,8 @@ def decision_items(engine: Engine, theses: ThesesFile, *, since: datetime | None
     from classifier import review_export
     with engine.connect() as c:
         recs = review_export.export(c, states=("approved", "corrected", "rejected"))
-        props = dict(c.execute(select(labels.c.id, labels.c.proposals)).all())
+        props = dict(c.execute(select(labels.c.id, labels.c.proposals).where(
+            labels.c.review_state.in_(("approved", "corrected", "rejected")))).all())
     known = {t.id: t for t in theses.thesis}
     out, unknown = [], 0
     for rec in recs:
