@@ -166,6 +166,8 @@ def test_cli_prints_the_summary_and_the_login(tmp_path, monkeypatch, scripted):
             "relevant pairs, strength 6 of 6 relevant pairs, trigger 8 of 9 pairs, all fields 6 of "
             "9 pairs.") in out
     assert "Undermining pairs caught: 1 of 2." in out
+    assert re.search(r"^The run took \d+ s \(fetch to label, 3 theses, 25 pairs labeled\)\.$", out,
+                     re.MULTILINE), out[-600:]
     assert ("every label approved as proposed → 89% (7 items), the expected labels → 86% (6 "
             "items): the labeler's differences would put it 3 points too high.") in out
     assert "✗ dir,trig" in out and "✗ rel,type,dir,str" in out
@@ -189,6 +191,7 @@ def test_cli_json_and_a_second_demo_replaces_the_password(tmp_path, monkeypatch,
     assert first.exit_code == 0, first.output
     data = json.loads(first.output)
     assert data["articles"] == 20 and data["counts"]["labels_new"] == 25
+    assert isinstance(data["seconds"], float) and data["seconds"] > 0
     s = data["summary"]
     assert agreement(s["agreement"])["direction"] == (12, 14)
     assert (s["undermines_expected"], s["undermines_caught"]) == (5, 4)

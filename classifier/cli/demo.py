@@ -4,6 +4,7 @@ pipeline against it into a fresh database, then say what happened."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,8 +25,13 @@ from classifier.store.tables import feeds
 
 if TYPE_CHECKING:
     from classifier.demo import DemoLogin
-    from classifier.demo_summary import (Agreement, DemoSummary, LedgerPicture, PairView,
-                                         ThesisSummary)
+    from classifier.demo_summary import (
+        Agreement,
+        DemoSummary,
+        LedgerPicture,
+        PairView,
+        ThesisSummary,
+    )
     from classifier.records import GoldLabel
 
 DEFAULT_DEMO_DB = "sqlite:///demo.db"
@@ -139,8 +145,14 @@ def demo(
 
         evidence demo --label-limit 5 --serve
     """
-    from classifier.demo import (DEMO_DATA, demo_login, demo_theses, desk_command, run_demo,
-                                 shown_url)
+    from classifier.demo import (
+        DEMO_DATA,
+        demo_login,
+        demo_theses,
+        desk_command,
+        run_demo,
+        shown_url,
+    )
     from classifier.demo_summary import load_expected, pair_views, summarize
 
     console = Console(stderr=True, quiet=quiet)
@@ -178,6 +190,7 @@ def demo(
                         note = _running_note(pair_views(conn, expected))
                 bar.update(tasks[stage], completed=done, total=total, note=note)
 
+            started = time.perf_counter()
             rep = run_demo(
                 engine,
                 settings,
@@ -186,6 +199,7 @@ def demo(
                 progress=progress,
                 label_limit=label_limit,
             )
+        seconds = time.perf_counter() - started
         with engine.connect() as conn:
             summary = summarize(conn, theses, expected)
         login = demo_login(engine, replacing=had_user)
@@ -193,6 +207,7 @@ def demo(
         command = desk_command(db_shown, theses_file, port=port)
         if as_json:
             data = rep.model_dump(mode="json")
+            data["seconds"] = round(seconds, 1)
             data["summary"] = summary.model_dump(mode="json")
             data["login"] = login.model_dump(mode="json")
             data["desk"] = {"command": command, "url": f"http://127.0.0.1:{port}/"}
@@ -201,6 +216,8 @@ def demo(
             out = Console()
             _print_report(out, rep, labeled=backend is not None)
             _print_summary(out, summary, labeled=backend is not None)
+            out.print(f"The run took {seconds:.0f} s (fetch to label, {len(summary.theses)} "
+                      f"theses, {summary.labeled} pairs labeled).")
             _print_login(out, login, command, serving=serve_after, port=port)
         if serve_after:
             from classifier.cli.review import run_desk
